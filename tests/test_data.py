@@ -1,0 +1,136 @@
+"""The loader: IDX (gzipped or raw) and .npz, good files and every kind of broken one."""
+
+import gzip
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from conftest import idx_bytes, synthetic_arrays, write_idx_dir
+
+import analysis
+
+
+def test_bundled_mnist_matches_the_published_pins_and_counts(mnist):
+    assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
+    assert mnist.x_train.dtype == np.uint8
+    assert np.bincount(mnist.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert mnist.sha256 == analysis.MNIST_SHA256
+
+
+def test_read_idx_round_trips_raw_and_gzipped(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "raw").write_bytes(idx_bytes(array))
+    (tmp_path / "packed.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    for name in ("raw", "packed.gz"):
+        loaded, sha256 = analysis.read_idx(tmp_path / name)
+        np.testing.assert_array_equal(loaded, array)
+        assert sha256 == hashlib.sha256(idx_bytes(array)).hexdigest()
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_idx_directory_of_other_data_loads(tmp_path, gzipped):
+    arrays = synthetic_arrays()
+    data = analysis.load_data(write_idx_dir(tmp_path / "set", arrays, gzipped))
+    for key in analysis.IDX_NAMES:
+        np.testing.assert_array_equal(getattr(data, key), arrays[key])
+
+
+def test_npz_in_keras_layout_loads(tmp_path):
+    arrays = synthetic_arrays()
+    np.savez(tmp_path / "set.npz", **arrays)
+    data = analysis.load_data(tmp_path / "set.npz")
+    np.testing.assert_array_equal(data.x_test, arrays["x_test"])
+    assert list(data.sha256) == ["set.npz"]
+
+
+def break_file(directory, name, mutate):
+    """Replace one gzipped IDX file of a directory by mutate(its uncompressed bytes)."""
+    path = directory / f"{name}.gz"
+    path.write_bytes(gzip.compress(mutate(gzip.decompress(path.read_bytes()))))
+
+
+def with_labels(labels):
+    return lambda raw: idx_bytes(labels)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda d: (d / "train-images-idx3-ubyte.gz").write_bytes(
+        (d / "train-images-idx3-ubyte.gz").read_bytes()[:500]), "cannot read"),
+    (lambda d: break_file(d, "train-images-idx3-ubyte", lambda raw: b"\x00\x00\x09" + raw[3:]),
+     "magic number"),
+    (lambda d: break_file(d, "t10k-images-idx3-ubyte", lambda raw: raw[:-28]), "header says"),
+    (lambda d: break_file(d, "train-labels-idx1-ubyte", with_labels(np.zeros(59, np.uint8))),
+     "60 train images but 59 labels"),
+    (lambda d: break_file(d, "t10k-labels-idx1-ubyte", with_labels(np.full(20, 10, np.uint8))),
+     "labels run 10..10"),
+    (lambda d: (d / "t10k-labels-idx1-ubyte.gz").unlink(), "no t10k-labels-idx1-ubyte"),
+    (lambda d: break_file(d, "train-images-idx3-ubyte",
+                          lambda raw: idx_bytes(np.zeros((60, 32, 32), np.uint8))), "expected N x 28 x 28"),
+])
+def test_broken_idx_directory_is_refused_with_a_clear_message(tmp_path, breakage, message):
+    directory = write_idx_dir(tmp_path / "set", synthetic_arrays())
+    breakage(directory)
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(directory)
+
+
+def test_missing_path_is_refused(tmp_path):
+    with pytest.raises(analysis.DataError, match="no such file or directory"):
+        analysis.load_data(tmp_path / "nowhere")
+
+
+def test_npz_needing_unpickling_is_refused(tmp_path):
+    arrays = synthetic_arrays()
+    arrays["y_train"] = np.array([object()] * 60, dtype=object)
+    np.savez(tmp_path / "evil.npz", **arrays)
+    with pytest.raises(analysis.DataError, match="refused"):
+        analysis.load_data(tmp_path / "evil.npz")
+
+
+def test_npz_with_a_missing_key_is_refused(tmp_path):
+    arrays = synthetic_arrays()
+    del arrays["y_test"]
+    np.savez(tmp_path / "partial.npz", **arrays)
+    with pytest.raises(analysis.DataError, match="missing array.*y_test"):
+        analysis.load_data(tmp_path / "partial.npz")
+
+
+def test_file_that_is_not_an_archive_is_refused(tmp_path):
+    (tmp_path / "notes.npz").write_text("these are not arrays")
+    with pytest.raises(analysis.DataError, match="not a .npz archive"):
+        analysis.load_data(tmp_path / "notes.npz")
+
+
+def test_npz_images_of_the_wrong_size_are_refused(tmp_path):
+    arrays = synthetic_arrays()
+    arrays["x_test"] = np.zeros((20, 32, 32), np.uint8)
+    np.savez(tmp_path / "big.npz", **arrays)
+    with pytest.raises(analysis.DataError, match="test images are uint8 \\(20, 32, 32\\)"):
+        analysis.load_data(tmp_path / "big.npz")
+
+
+def test_altered_bundled_file_fails_the_pin_check(tmp_path, monkeypatch):
+    copy = tmp_path / "mnist"
+    shutil.copytree(analysis.BUNDLED_DATA, copy)
+    break_file(copy, "t10k-labels-idx1-ubyte", lambda raw: raw[:-1] + bytes([(raw[-1] + 1) % 10]))
+    monkeypatch.setattr(analysis, "BUNDLED_DATA", copy.resolve())
+    with pytest.raises(analysis.DataError, match="does not match the published MNIST pin"):
+        analysis.load_data()
+
+
+def test_subsample_is_seeded_and_without_replacement():
+    images, labels = np.arange(100)[:, None], np.arange(100)
+    first = analysis.subsample(images, labels, 30, np.random.default_rng(5))
+    again = analysis.subsample(images, labels, 30, np.random.default_rng(5))
+    np.testing.assert_array_equal(first[1], again[1])
+    assert len(set(first[1])) == 30
+    np.testing.assert_array_equal(first[0][:, 0], first[1])
+
+
+def test_holdout_is_disjoint_and_covers_the_training_set():
+    images, labels = np.arange(100)[:, None], np.arange(100)
+    (fit_x, fit_y), (_, val_y) = analysis.split_holdout(images, labels, 0.1, np.random.default_rng(0))
+    assert len(val_y) == 10 and len(fit_y) == 90
+    assert sorted(np.concatenate([fit_y, val_y])) == list(range(100))
+    np.testing.assert_array_equal(fit_x[:, 0], fit_y)

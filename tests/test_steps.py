@@ -1,0 +1,102 @@
+"""Each step of the analysis as a unit: cast, scale, one-hot, build, compile, evaluate, report."""
+
+import keras
+import numpy as np
+import pytest
+
+import analysis
+
+
+def test_cast_scale_and_channel_axis():
+    images = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    floats = analysis.cast_to_float32(images)
+    assert floats.dtype == np.float32 and floats.tolist() == [[[0, 128, 255]]]
+    scaled = analysis.scale_to_unit_range(floats)
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled, [[[0, 128 / 255, 1]]])
+    assert analysis.add_channel_axis(scaled).shape == (1, 1, 3, 1)
+
+
+def test_prepare_images_chains_the_three_steps(mnist):
+    prepared = analysis.prepare_images(mnist.x_test[:5])
+    assert prepared.shape == (5, 28, 28, 1) and prepared.dtype == np.float32
+    assert prepared.min() == 0 and prepared.max() == 1
+    np.testing.assert_array_equal(prepared[..., 0] * 255, mnist.x_test[:5])
+
+
+def test_one_hot():
+    encoded = analysis.one_hot(np.array([3, 0, 9]))
+    assert encoded.shape == (3, 10) and encoded.dtype == np.float32
+    assert encoded.argmax(1).tolist() == [3, 0, 9] and encoded.sum() == 3
+
+
+def test_model_is_a_sequential_cnn_with_dropout_and_ten_probabilities():
+    model = analysis.build_model()
+    assert isinstance(model, keras.Sequential)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"Conv2D", "Dropout", "BatchNormalization"} <= kinds
+    probabilities = model.predict(np.random.rand(4, 28, 28, 1).astype("float32"), verbose=0)
+    assert probabilities.shape == (4, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps, expected", [(14, 0.2857), (500, 0.98), (6000, 0.99), (10**6, 0.99)])
+def test_batchnorm_momentum_fits_the_run(steps, expected):
+    assert analysis.moving_average_momentum(steps) == pytest.approx(expected, abs=1e-4)
+
+
+def test_one_cycle_warms_up_to_the_peak_then_decays():
+    schedule = analysis.one_cycle(5e-3, 1000)
+    rates = [float(schedule(step)) for step in (0, 100, 200, 600, 999)]
+    assert rates[0] == pytest.approx(2e-4)
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(5e-3)
+    assert rates[2] > rates[3] > rates[4] and rates[4] < 1e-4
+
+
+def test_compile_uses_categorical_cross_entropy_and_accuracy():
+    model = analysis.compile_model(analysis.build_model(), 1e-3, 100)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_steps_per_epoch_counts_full_batches():
+    assert analysis.steps_per_epoch(1000, 128) == 7
+    assert analysis.steps_per_epoch(50, 128) == 1
+
+
+def test_evaluate_reports_plain_cross_entropy_and_accuracy():
+    class Fixed:
+        """A stand-in model whose predictions are known."""
+
+        def predict(self, images, batch_size, verbose):
+            return np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+
+    targets = np.array([[1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    loss, accuracy, probabilities = analysis.evaluate(Fixed(), None, targets)
+    assert accuracy == pytest.approx(2 / 3)
+    assert loss == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])), rel=1e-5)
+    assert probabilities.shape == (3, 2)
+
+
+def test_report_has_the_original_shape():
+    matrix = np.diag([3, 4])
+    text = analysis.format_report(0.01394, 0.99587, matrix)
+    assert text.splitlines() == ["Loss:  0.0139", "Accuracy:  0.9959", "[[3 0]", " [0 4]]"]
+
+
+def test_per_class_metrics_cover_every_digit():
+    labels = np.array([0, 1, 1, 2])
+    metrics = analysis.per_class_metrics(labels, np.array([0, 1, 2, 2]))
+    assert list(metrics) == [str(d) for d in range(10)]
+    assert metrics["1"]["recall"] == 0.5 and metrics["2"]["precision"] == 0.5
+    assert metrics["7"]["support"] == 0
+
+
+def test_precision_follows_the_hardware(monkeypatch):
+    assert analysis.pick_precision([]) in {"float32", "mixed_bfloat16"}
+    monkeypatch.setattr(analysis.tf.config.experimental, "get_device_details",
+                        lambda gpu: {"compute_capability": (7, 5)})
+    assert analysis.pick_precision(["old gpu"]) == "float32"
+    monkeypatch.setattr(analysis.tf.config.experimental, "get_device_details",
+                        lambda gpu: {"compute_capability": (9, 0)})
+    assert analysis.pick_precision(["hopper"]) == "mixed_bfloat16"
