@@ -396,33 +396,37 @@ def plot_confusion_matrix(matrix, path):
 def plot_learning_curves(history, path):
     """Write loss and accuracy per epoch, training against validation."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(10, 4))
+    figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = range(1, len(history["loss"]) + 1)
     for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
         axes.plot(epochs, history[metric], "o-", label="training")
         if f"val_{metric}" in history:
             axes.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         axes.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle("Training loss is label-smoothed and taken with augmentation and dropout on")
+    figure.suptitle("Losses are label-smoothed; training figures are taken with augmentation and dropout on")
     save_figure(figure, path)
 
 
-def plot_misclassified(images, labels, probabilities, path, limit=36):
+def plot_misclassified(images, labels, probabilities, path, limit=36, columns=6):
     """Write a grid of up to `limit` misclassified test digits, titled true -> predicted (confidence)."""
     from matplotlib.figure import Figure
 
     predictions = probabilities.argmax(1)
     wrong = np.flatnonzero(predictions != labels)
-    wrong = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:limit]  # most confident first
-    figure = Figure(figsize=(9, 9.6))
-    figure.suptitle(f"{len(wrong)} of {int((predictions != labels).sum())} misclassified test digits")
-    for slot, axes in enumerate(figure.subplots(6, 6).flat):
+    shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:limit]  # most confident first
+    rows = max(1, -(-len(shown) // columns))
+    figure = Figure(figsize=(1.5 * columns, max(3.2, 1.6 * rows + 0.6)), layout="constrained")
+    figure.suptitle(f"{len(shown)} of {len(wrong)} misclassified test digits, most confident first"
+                    if len(wrong) else "No test digit was misclassified")
+    for slot, axes in enumerate(figure.subplots(rows, columns, squeeze=False).flat):
         axes.axis("off")
-        if slot < len(wrong):
-            i = wrong[slot]
+        if slot < len(shown):
+            i = shown[slot]
             axes.imshow(images[i], cmap="gray_r")
             axes.set_title(f"{labels[i]} -> {predictions[i]} ({probabilities[i, predictions[i]]:.2f})",
                            fontsize=9)
@@ -460,37 +464,73 @@ def load_drawing(path):
         raise DataError(f"not a readable image ({error})") from None
 
 
+def paper_tone(ink):
+    """The paper's own tone under each pixel: an opening wider than any stroke, on a thumbnail.
+
+    Subtracting it keeps uneven light (a shadow, a vignette) from reading as ink."""
+    image = Image.fromarray(ink, "F")
+    thumbnail = image.resize(scaled_size(image.size, min(64, max(image.size))), Image.Resampling.BOX)
+    window = 2 * (max(thumbnail.size) // 6) + 1
+    opened = thumbnail.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    return np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+
+
+def scaled_size(size, longest):
+    """A (width, height) scaled so that its longer side is `longest`, keeping the aspect ratio."""
+    scale = longest / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def ink_from_paper(gray):
     """Map a grayscale picture to ink intensity: 0 for paper, 1 for the strongest ink.
 
-    The paper is the median tone; ink is whichever side of it reaches further, so dark ink on
-    light or grey paper and light chalk on a dark board both work."""
+    Ink is whichever side of the median (paper) tone reaches further, so dark ink on light or
+    grey paper and light chalk on a dark board both work."""
     paper = float(np.median(gray))
-    darker, lighter = paper - gray.min(), gray.max() - paper
-    ink = paper - gray if darker > lighter else gray - paper
-    contrast = max(darker, lighter)
+    ink = paper - gray if paper - gray.min() > gray.max() - paper else gray - paper
+    ink = ink - paper_tone(ink)
+    contrast = float(ink.max())
     if contrast < 0.1:
         raise DataError("no ink found: the image is blank or nearly uniform")
     return np.clip(ink / contrast, 0, 1)
+
+
+def stroke_width(mask):
+    """Mean stroke width of a boolean ink mask: twice its area over its perimeter."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return 2 * mask.sum() / max(1, (mask & ~inner).sum())
+
+
+def ink_box(ink):
+    """Bounding box (top, bottom, left, right) of the strokes, ignoring specks of noise."""
+    # Paper texture and camera noise stay below half strength once slightly blurred; strokes do not.
+    radius = max(1, min(ink.shape) / 200)
+    blurred = np.asarray(Image.fromarray(np.uint8(ink * 255)).filter(ImageFilter.GaussianBlur(radius)))
+    strokes = blurred > 0.5 * blurred.max()
+    rows, cols = np.flatnonzero(strokes.any(1)), np.flatnonzero(strokes.any(0))
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
 def preprocess_drawing(gray):
     """Turn a grayscale picture of one digit into a 28x28 MNIST-style image in [0, 1].
 
     As MNIST was made: ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
-    aspect ratio, pasted into 28x28 with the centre of mass at the centre."""
+    aspect ratio, pasted into 28x28 with the centre of mass at the centre. Pen-thin strokes are
+    first thickened to MNIST's width (about 2.6 pixels in the 20x20 box), or they would fade out."""
     ink = ink_from_paper(gray)
-    # Paper texture and camera noise stay below half strength once slightly blurred; strokes do not.
-    radius = max(1, min(ink.shape) / 200)
-    blurred = np.asarray(Image.fromarray(np.uint8(ink * 255)).filter(ImageFilter.GaussianBlur(radius)))
-    strokes = blurred > 0.5 * blurred.max()
-    ink = np.where(blurred > 0.25 * blurred.max(), ink, 0)
-    rows, cols = np.flatnonzero(strokes.any(1)), np.flatnonzero(strokes.any(0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    height, width = crop.shape
-    scale = 20 / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    digit = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS)).clip(0, 1)
+    top, bottom, left, right = ink_box(ink)
+    scale = 20 / max(bottom - top, right - left)
+    width = stroke_width(ink[top:bottom, left:right] > 0.5) * scale
+    if width < 2:
+        grow = 2 * round((2.6 - width) / scale / 2) + 1
+        ink = np.asarray(Image.fromarray(ink, "F").filter(ImageFilter.MaxFilter(grow)))
+        top, bottom, left, right = ink_box(ink)
+    crop = Image.fromarray(ink[top:bottom, left:right], "F")
+    digit = np.asarray(crop.resize(scaled_size(crop.size, 20), Image.Resampling.LANCZOS)).clip(0, 1)
     canvas = np.zeros((IMAGE_SIDE + 2 * 20, IMAGE_SIDE + 2 * 20), np.float32)  # margin for the shift
     mass_row, mass_col = (np.indices(digit.shape) * digit).reshape(2, -1).sum(1) / digit.sum()
     top, left = 20 + round(IMAGE_SIDE / 2 - mass_row), 20 + round(IMAGE_SIDE / 2 - mass_col)
@@ -556,26 +596,31 @@ def parse_args(argv):
     """Parse the command line; argparse exits with 2 on a usage error."""
     parser = argparse.ArgumentParser(
         description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--epochs", type=positive(int), default=15, help="passes over the training set")
-    parser.add_argument("--batch-size", type=positive(int), default=128, help="examples per step")
-    parser.add_argument("--lr", type=positive(float), default=5e-3, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--seed", type=int, default=1, help="seed for sampling, initialisation and shuffling")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="IDX directory or Keras-layout .npz (default: the bundled MNIST, pins checked)")
-    parser.add_argument("--train-samples", type=positive(int), default=None, metavar="N",
-                        help="train on a seeded random subset of N training images (default: all)")
-    parser.add_argument("--test-samples", type=positive(int), default=None, metavar="N",
-                        help="evaluate on a seeded random subset of N test images (default: all)")
-    parser.add_argument("--validation-split", type=fraction, default=0.1, metavar="FRACTION",
-                        help="share of the training images held out for validation (0: none)")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="write metrics.json and PNG reports here (default: write no files)")
-    parser.add_argument("--save-model", type=Path, default=None, metavar="PATH",
-                        help="save the trained model as a .keras file")
-    parser.add_argument("--predict", type=Path, nargs="+", default=None, metavar="IMAGE",
-                        help="classify PNG/JPEG digits with --model instead of training")
-    parser.add_argument("--model", type=Path, default=None, metavar="PATH", help="saved .keras model for --predict")
+        allow_abbrev=False)
+    add = parser.add_argument
+    add("--epochs", type=positive(int), default=15, metavar="N",
+        help="passes over the training set (default: %(default)s)")
+    add("--batch-size", type=positive(int), default=128, metavar="N",
+        help="examples per step (default: %(default)s)")
+    add("--lr", type=positive(float), default=5e-3, help="peak learning rate of the one-cycle schedule "
+        "(default: %(default)s)")
+    add("--seed", type=int, default=1, metavar="N",
+        help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
+    add("--data", type=Path, metavar="PATH",
+        help="IDX directory or Keras-layout .npz (default: the bundled MNIST, pins checked)")
+    add("--train-samples", type=positive(int), metavar="N",
+        help="use a seeded random subset of N training images (default: all)")
+    add("--test-samples", type=positive(int), metavar="N",
+        help="evaluate on a seeded random subset of N test images (default: all)")
+    add("--validation-split", type=fraction, default=0.1, metavar="FRACTION",
+        help="share of the training images held out to validate each epoch; 0 trains on all "
+        "(default: %(default)s)")
+    add("--output-dir", type=Path, metavar="DIR",
+        help="write metrics.json and three PNG reports here (default: write no files)")
+    add("--save-model", type=Path, metavar="PATH", help="save the trained model to this .keras file")
+    add("--predict", type=Path, nargs="+", metavar="IMAGE",
+        help="classify PNG or JPEG pictures of digits with --model, instead of training")
+    add("--model", type=Path, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
     args = parser.parse_args(argv)
     if args.predict and not args.model:
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")

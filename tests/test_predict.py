@@ -48,6 +48,20 @@ def test_centre_of_mass_lands_at_the_centre_wherever_the_ink_was():
         np.testing.assert_allclose(centre, [14, 14], atol=0.6)
 
 
+def test_uneven_light_does_not_read_as_ink():
+    gray = stroke_image(size=(300, 400), box=(100, 180, 220, 200), ink=0.2, paper=0.6)
+    gray += np.linspace(-0.25, 0.25, 400)[None, :]  # lit from the right
+    digit = analysis.preprocess_drawing(gray.clip(0, 1))
+    rows, cols = np.flatnonzero(digit.max(1) > 0.3), np.flatnonzero(digit.max(0) > 0.3)
+    assert rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 <= 6  # the stroke alone
+
+
+def test_pen_thin_strokes_are_thickened_to_mnist_width():
+    gray = stroke_image(size=(600, 600), box=(100, 300, 500, 303))  # 400 tall, 3 wide
+    digit = analysis.preprocess_drawing(gray)
+    assert 2 <= analysis.stroke_width(digit > 0.5) <= 4
+
+
 def test_blank_picture_is_refused():
     with pytest.raises(analysis.DataError, match="no ink"):
         analysis.preprocess_drawing(np.full((50, 50), 0.8, np.float32))
