@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -25,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import sklearn
+from matplotlib.figure import Figure  # the object API: no pyplot, no display needed
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    classification_report,
+    confusion_matrix,
+)
 
 
 @contextlib.contextmanager
@@ -73,6 +80,10 @@ class DataError(Exception):
     """Input that cannot be used: missing, corrupt or of the wrong shape."""
 
 
+class UsageError(Exception):
+    """A flag whose value is out of range for the data at hand (argparse's exit 2)."""
+
+
 @dataclass
 class Dataset:
     """Training and test images (N x 28 x 28 uint8) and labels (N, 0-9), with where they came from."""
@@ -104,8 +115,8 @@ def read_idx(path):
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    if len(raw) - header != int(np.prod(shape)):
-        raise DataError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes of data), "
+    if len(raw) - header != math.prod(shape):
+        raise DataError(f"{path}: header says {shape} ({math.prod(shape)} bytes of data), "
                         f"file holds {len(raw) - header}")
     array = np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
     return array, hashlib.sha256(raw).hexdigest()
@@ -255,32 +266,29 @@ def describe_device(gpus):
 # Build, compile, fit
 
 
-def moving_average_momentum(total_steps):
+def batchnorm_momentum(total_steps):
     """BatchNorm momentum whose averaging window is at most a tenth of the run (0.99 at most).
 
-    With Keras' default 0.99 a 20-step smoke run evaluates on statistics still near their
-    initial values and scores near chance."""
+    With Keras' default of 0.99, a 14-step smoke run would evaluate on statistics still close to
+    their initial values."""
     window = min(100.0, max(1.0, total_steps / 10))
     return 1.0 - 1.0 / window
 
 
 def build_model(bn_momentum=0.99):
-    """Build the Sequential CNN: augmentation, three conv blocks with BatchNorm, dropout, softmax."""
+    """Build the Sequential CNN: augmentation, three convolutions, dropout, softmax."""
     layers = keras.layers
-
-    def conv_block(filters, padding, pool):
-        pooling = [layers.MaxPooling2D()] if pool else []  # pool before BN: BN on 4x fewer values
-        return [layers.Conv2D(filters, 3, padding=padding, use_bias=False), *pooling,
-                layers.BatchNormalization(momentum=bn_momentum), layers.ReLU()]
-
     return keras.Sequential([
         keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)),
         layers.RandomRotation(10 / 360, fill_mode="constant"),
         layers.RandomZoom(0.1, 0.1, fill_mode="constant"),
         layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-        *conv_block(32, "same", pool=True),
-        *conv_block(64, "same", pool=True),
-        *conv_block(128, "valid", pool=False),
+        # Max-pooling before ReLU gives the same result as after it, on a quarter of the values.
+        layers.Conv2D(32, 3, padding="same"), layers.MaxPooling2D(), layers.ReLU(),
+        layers.Conv2D(64, 3, padding="same"), layers.MaxPooling2D(), layers.ReLU(),
+        # One BatchNorm, on the smallest activations: short runs learn far faster with it, and it
+        # costs little; on every layer it made each step a quarter slower.
+        layers.Conv2D(128, 3, use_bias=False), layers.BatchNormalization(momentum=bn_momentum), layers.ReLU(),
         layers.Flatten(),
         layers.Dropout(0.4),
         layers.Dense(NUM_CLASSES),
@@ -325,7 +333,8 @@ def fit(model, train, validation, epochs, batch_size, seed, verbose):
     images, targets = train
     return model.fit(training_stream(images, targets, min(batch_size, len(images)), seed),
                      epochs=epochs, steps_per_epoch=steps_per_epoch(len(images), batch_size),
-                     validation_data=validation, shuffle=False, verbose=verbose).history
+                     validation_data=validation, validation_batch_size=1024, shuffle=False,
+                     verbose=verbose).history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,9 +391,6 @@ def save_figure(figure, path):
 
 def plot_confusion_matrix(matrix, path):
     """Write the confusion matrix as a labelled heatmap with counts in the cells."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
     figure = Figure(figsize=(7, 6))
     axes = figure.add_subplot()
     ConfusionMatrixDisplay(matrix, display_labels=range(NUM_CLASSES)).plot(
@@ -395,9 +401,6 @@ def plot_confusion_matrix(matrix, path):
 
 def plot_learning_curves(history, path):
     """Write loss and accuracy per epoch, training against validation."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = range(1, len(history["loss"]) + 1)
     for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
@@ -414,8 +417,6 @@ def plot_learning_curves(history, path):
 
 def plot_misclassified(images, labels, probabilities, path, limit=36, columns=6):
     """Write a grid of up to `limit` misclassified test digits, titled true -> predicted (confidence)."""
-    from matplotlib.figure import Figure
-
     predictions = probabilities.argmax(1)
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:limit]  # most confident first
@@ -598,11 +599,11 @@ def parse_args(argv):
         description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix.",
         allow_abbrev=False)
     add = parser.add_argument
-    add("--epochs", type=positive(int), default=15, metavar="N",
+    add("--epochs", type=positive(int), default=12, metavar="N",
         help="passes over the training set (default: %(default)s)")
     add("--batch-size", type=positive(int), default=128, metavar="N",
         help="examples per step (default: %(default)s)")
-    add("--lr", type=positive(float), default=5e-3, help="peak learning rate of the one-cycle schedule "
+    add("--lr", type=positive(float), default=3e-3, help="peak learning rate of the one-cycle schedule "
         "(default: %(default)s)")
     add("--seed", type=int, default=1, metavar="N",
         help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
@@ -645,47 +646,54 @@ def check_writable(path, what):
         raise DataError(f"cannot write {what} {path}: {directory} is not writable")
 
 
-def train_and_report(args, parser):
-    """Load, prepare, build, compile, fit, evaluate and report; write files when asked."""
-    for path, what in ((args.output_dir, "--output-dir"), (args.save_model, "--save-model")):
-        if path:
-            check_writable(path, what)
-    keras.utils.set_random_seed(args.seed)
+def configure_runtime(seed):
+    """Seed every generator, pick the device and its precision; return the GPUs TensorFlow sees."""
+    keras.utils.set_random_seed(seed)
     with stderr_silenced():
         gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         tf.config.experimental.enable_op_determinism()  # same seed, same numbers on a CPU
     keras.mixed_precision.set_global_policy(pick_precision(gpus))
-    rng = np.random.default_rng(args.seed)
+    return gpus
 
-    started = time.perf_counter()
-    data = load_data(args.data)
+
+def split_data(data, args, rng):
+    """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
     for flag, count, available in (("--train-samples", args.train_samples, len(data.x_train)),
                                    ("--test-samples", args.test_samples, len(data.x_test))):
         if count is not None and count > available:
-            parser.error(f"{flag} {count} is more than the {available} images in {data.source}")
-    x_train, y_train = subsample(data.x_train, data.y_train, args.train_samples, rng)
-    x_test, y_test = subsample(data.x_test, data.y_test, args.test_samples, rng)
-    (x_fit, y_fit), (x_val, y_val) = split_holdout(x_train, y_train, args.validation_split, rng)
-    if len(x_fit) == 0:
-        parser.error("--validation-split leaves no training images")
-    train = prepare_images(x_fit), one_hot(y_fit)
-    validation = (prepare_images(x_val), one_hot(y_val)) if len(x_val) else None
-    test = prepare_images(x_test), one_hot(y_test)
-    load_seconds = time.perf_counter() - started
+            raise UsageError(f"{flag} {count} is more than the {available} images in {data.source}")
+    train = subsample(data.x_train, data.y_train, args.train_samples, rng)
+    test = subsample(data.x_test, data.y_test, args.test_samples, rng)
+    fit_set, validation = split_holdout(*train, args.validation_split, rng)
+    if len(fit_set[0]) == 0:
+        raise UsageError("--validation-split leaves no training images")
+    return fit_set, validation, test
 
-    device = describe_device(gpus)
-    print(f"Device: {device}, {keras.mixed_precision.global_policy().name}. Data: {data.source}: "
+
+def train_and_report(args):
+    """Load, prepare, build, compile, fit, evaluate and report; write files when asked."""
+    for path, what in ((args.output_dir, "--output-dir"), (args.save_model, "--save-model")):
+        if path:
+            check_writable(path, what)
+    gpus = configure_runtime(args.seed)
+    started = time.perf_counter()
+    data = load_data(args.data)
+    (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = split_data(data, args, np.random.default_rng(args.seed))
+    validation = (prepare_images(x_val), one_hot(y_val)) if len(x_val) else None
+    load_seconds = time.perf_counter() - started
+    device, precision = describe_device(gpus), keras.mixed_precision.global_policy().name
+    print(f"Device: {device}, {precision}. Data: {data.source}: "
           f"{len(x_fit)} training, {len(x_val)} validation, {len(x_test)} test images.", flush=True)
 
     total_steps = args.epochs * steps_per_epoch(len(x_fit), args.batch_size)
-    model = compile_model(build_model(moving_average_momentum(total_steps)), args.lr, total_steps)
+    model = compile_model(build_model(batchnorm_momentum(total_steps)), args.lr, total_steps)
     started = time.perf_counter()
-    history = fit(model, train, validation, args.epochs, args.batch_size, args.seed,
-                  verbose=1 if sys.stdout.isatty() else 2)
+    history = fit(model, (prepare_images(x_fit), one_hot(y_fit)), validation, args.epochs,
+                  args.batch_size, args.seed, verbose=1 if sys.stdout.isatty() else 2)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    loss, accuracy, probabilities = evaluate(model, *test)
+    loss, accuracy, probabilities = evaluate(model, prepare_images(x_test), one_hot(y_test))
     evaluate_seconds = time.perf_counter() - started
 
     predictions = probabilities.argmax(1)
@@ -701,8 +709,7 @@ def train_and_report(args, parser):
             "train_samples": len(x_fit), "validation_samples": len(x_val), "test_samples": len(x_test),
             "history": {key: [float(v) for v in values] for key, values in history.items()},
             "timings": {"load": load_seconds, "fit": fit_seconds, "evaluate": evaluate_seconds},
-            "versions": versions(), "device": device,
-            "precision": keras.mixed_precision.global_policy().name,
+            "versions": versions(), "device": device, "precision": precision,
             "data": {"source": data.source, "sha256": data.sha256},
         }
         write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
@@ -711,13 +718,15 @@ def train_and_report(args, parser):
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 data or runtime error)."""
+    """Run the command line; return the exit status (0 success, 1 data or runtime error, 2 usage)."""
     args, parser = parse_args(argv)
     try:
         if args.predict:
             return 1 if predict_drawings(load_trained_model(args.model), args.predict) else 0
-        train_and_report(args, parser)
+        train_and_report(args)
         return 0
+    except UsageError as error:
+        parser.error(str(error))  # exits with 2
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
     except OSError as error:

@@ -48,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--skip-classic", action="store_true", help="time the default run alone")
     parser.add_argument("--smoke-repeats", type=int, default=3)
+    parser.add_argument("--log-dir", type=Path, help="keep each run's output here")
     args = parser.parse_args(argv)
     python = sys.executable
     recipes = {"default": [python, "analysis.py"]}
@@ -58,6 +59,9 @@ def main(argv=None):
     for seed in args.seeds:
         for name, command in recipes.items():
             wall, peak, stdout = timed_run([*command, "--seed", str(seed)])
+            if args.log_dir:
+                args.log_dir.mkdir(parents=True, exist_ok=True)
+                (args.log_dir / f"{name}-seed{seed}.txt").write_text(stdout)
             results[name].append((seed, accuracy_of(stdout), wall, peak))
             print(f"{name:8s} seed {seed}: accuracy {accuracy_of(stdout):.4f}  wall {wall:6.1f} s  "
                   f"peak RSS {peak:5.0f} MB", flush=True)

@@ -88,13 +88,16 @@ def test_bad_flags_exit_2_with_a_usage_message(flags, message):
     assert no_traceback(result)
 
 
-def test_unwritable_output_dir_fails_before_training(tmp_path):
+@pytest.mark.parametrize("target, message", [
+    ("file/out", "cannot create --output-dir {tmp}/file/out: {tmp}/file is not a directory"),
+    ("file", "cannot write --output-dir {tmp}/file: it exists and is not a directory"),
+])
+def test_unusable_output_dir_fails_before_training(tmp_path, target, message):
     (tmp_path / "file").write_text("")
-    result = run_cli(*SMOKE, "--output-dir", tmp_path / "file" / "out")
+    result = run_cli(*SMOKE, "--output-dir", tmp_path / target)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: cannot create --output-dir {tmp_path}/file/out: " \
-                                    f"{tmp_path}/file is not a directory"
-    assert "Epoch" not in result.stdout
+    assert result.stderr.strip() == "error: " + message.format(tmp=tmp_path)
+    assert "Epoch" not in result.stdout and "Device" not in result.stdout
 
 
 @pytest.mark.parametrize("breakage, message", [

@@ -34,7 +34,7 @@ def test_model_is_a_sequential_cnn_with_dropout_and_ten_probabilities():
     model = analysis.build_model()
     assert isinstance(model, keras.Sequential)
     kinds = {type(layer).__name__ for layer in model.layers}
-    assert {"Conv2D", "Dropout", "BatchNormalization"} <= kinds
+    assert {"Conv2D", "Dropout", "Dense", "BatchNormalization"} <= kinds
     probabilities = model.predict(np.random.rand(4, 28, 28, 1).astype("float32"), verbose=0)
     assert probabilities.shape == (4, 10) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
@@ -42,7 +42,7 @@ def test_model_is_a_sequential_cnn_with_dropout_and_ten_probabilities():
 
 @pytest.mark.parametrize("steps, expected", [(14, 0.2857), (500, 0.98), (6000, 0.99), (10**6, 0.99)])
 def test_batchnorm_momentum_fits_the_run(steps, expected):
-    assert analysis.moving_average_momentum(steps) == pytest.approx(expected, abs=1e-4)
+    assert analysis.batchnorm_momentum(steps) == pytest.approx(expected, abs=1e-4)
 
 
 def test_one_cycle_warms_up_to_the_peak_then_decays():
