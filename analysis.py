@@ -568,29 +568,17 @@ def load_trained_model(path):
 # Command line
 
 
-def positive(kind):
-    """An argparse type: a number of the given kind that must be greater than zero."""
+def checked(kind, accept, meaning):
+    """An argparse type: text converted by `kind`, refused unless accept(value)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+        if not accept(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"must be {meaning}, not {text}")
         return value
-    parse.__name__ = f"positive {kind.__name__}"
     return parse
-
-
-def fraction(text):
-    """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
-    return value
 
 
 def parse_args(argv):
@@ -599,19 +587,23 @@ def parse_args(argv):
         description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix.",
         allow_abbrev=False)
     add = parser.add_argument
-    add("--epochs", type=positive(int), default=12, metavar="N",
+    positive_int = checked(int, lambda value: value > 0, "a positive number")
+    positive_float = checked(float, lambda value: 0 < value < math.inf, "a positive number")
+    seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
+    fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
+    add("--epochs", type=positive_int, default=12, metavar="N",
         help="passes over the training set (default: %(default)s)")
-    add("--batch-size", type=positive(int), default=128, metavar="N",
+    add("--batch-size", type=positive_int, default=128, metavar="N",
         help="examples per step (default: %(default)s)")
-    add("--lr", type=positive(float), default=3e-3, help="peak learning rate of the one-cycle schedule "
-        "(default: %(default)s)")
-    add("--seed", type=int, default=1, metavar="N",
+    add("--lr", type=positive_float, default=3e-3,
+        help="peak learning rate of the one-cycle schedule (default: %(default)s)")
+    add("--seed", type=seed, default=1, metavar="N",
         help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
     add("--data", type=Path, metavar="PATH",
         help="IDX directory or Keras-layout .npz (default: the bundled MNIST, pins checked)")
-    add("--train-samples", type=positive(int), metavar="N",
+    add("--train-samples", type=positive_int, metavar="N",
         help="use a seeded random subset of N training images (default: all)")
-    add("--test-samples", type=positive(int), metavar="N",
+    add("--test-samples", type=positive_int, metavar="N",
         help="evaluate on a seeded random subset of N test images (default: all)")
     add("--validation-split", type=fraction, default=0.1, metavar="FRACTION",
         help="share of the training images held out to validate each epoch; 0 trains on all "

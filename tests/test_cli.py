@@ -75,6 +75,7 @@ def no_traceback(result):
     (["--lr", "-0.1"], "--lr: must be a positive number"),
     (["--lr", "nan"], "--lr: must be a positive number"),
     (["--test-samples", "0"], "--test-samples: must be a positive number"),
+    (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 images"),
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
