@@ -11,6 +11,7 @@ validation holdout, evaluate once on the test set and report.
 
 import argparse
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -242,13 +243,19 @@ def one_hot(labels):
 # Device
 
 
+@functools.cache
+def cpu_info():
+    """The text of /proc/cpuinfo, or nothing where there is none (macOS, Windows)."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.exists() else ""
+
+
 def pick_precision(gpus):
     """mixed_bfloat16 where the hardware does bfloat16 arithmetic natively, float32 elsewhere."""
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         return "mixed_bfloat16" if capability and capability >= (8, 0) else "float32"
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    flags = cpu_info()
     return "mixed_bfloat16" if " avx512_bf16" in flags or " amx_bf16" in flags else "float32"
 
 
@@ -256,9 +263,7 @@ def describe_device(gpus):
     """Name the device training will run on: the GPU's name, or the CPU's."""
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
     return f"CPU ({names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
@@ -541,17 +546,18 @@ def preprocess_drawing(gray):
 
 def predict_drawings(model, paths):
     """Classify each picture; print `PATH: DIGIT (confidence C)`, or an error line; count failures."""
-    failures = 0
+    readable, images = [], []
     for path in paths:
         try:
-            image = preprocess_drawing(load_drawing(path))
+            images.append(preprocess_drawing(load_drawing(path)))
+            readable.append(path)
         except DataError as error:
             print(f"{path}: error: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        probabilities = model.predict(image[np.newaxis, ..., np.newaxis], verbose=0)[0]
-        print(f"{path}: {probabilities.argmax()} (confidence {probabilities.max():.2f})")
-    return failures
+    if images:
+        probabilities = model.predict(np.stack(images)[..., np.newaxis], verbose=0)
+        for path, row in zip(readable, probabilities):
+            print(f"{path}: {row.argmax()} (confidence {row.max():.2f})")
+    return len(paths) - len(readable)
 
 
 def load_trained_model(path):
