@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import json
 import math
 import os
@@ -146,10 +147,11 @@ def load_idx_directory(directory, verify_pins):
 
 def load_npz(path):
     """Load a Keras-layout .npz (x_train, y_train, x_test, y_test) without unpickling anything."""
-    if not zipfile.is_zipfile(path):  # np.load would take any other file for a pickle
+    raw = path.read_bytes()  # read once: hashed and parsed from memory
+    if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
         raise DataError(f"{path}: not a .npz archive (nor an IDX directory)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             missing = [key for key in IDX_NAMES if key not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)}")
@@ -158,7 +160,7 @@ def load_npz(path):
         raise DataError(f"{path}: refused: {error}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path}: not a readable .npz archive ({error})") from None
-    return arrays, {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
+    return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
 
 
 def check_arrays(arrays, source):

@@ -62,8 +62,9 @@ def main(argv=None):
             if args.log_dir:
                 args.log_dir.mkdir(parents=True, exist_ok=True)
                 (args.log_dir / f"{name}-seed{seed}.txt").write_text(stdout)
-            results[name].append((seed, accuracy_of(stdout), wall, peak))
-            print(f"{name:8s} seed {seed}: accuracy {accuracy_of(stdout):.4f}  wall {wall:6.1f} s  "
+            accuracy = accuracy_of(stdout)
+            results[name].append((accuracy, wall, peak))
+            print(f"{name:8s} seed {seed}: accuracy {accuracy:.4f}  wall {wall:6.1f} s  "
                   f"peak RSS {peak:5.0f} MB", flush=True)
     smoke = [timed_run([python, "analysis.py", *SMOKE])[0] for _ in range(args.smoke_repeats)]
 
@@ -71,10 +72,10 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     medians = {}
     for name, rows in results.items():
-        medians[name] = statistics.median(wall for _, _, wall, _ in rows)
-        accuracies = " / ".join(f"{100 * acc:.2f}" for _, acc, _, _ in rows)
-        print(f"| {name} | {accuracies} % | {100 * statistics.median(a for _, a, _, _ in rows):.2f} % "
-              f"| {medians[name]:.0f} s | {max(p for *_, p in rows):.0f} MB |")
+        accuracies, walls, peaks = zip(*rows)
+        medians[name] = statistics.median(walls)
+        print(f"| {name} | {' / '.join(f'{100 * a:.2f}' for a in accuracies)} % "
+              f"| {100 * statistics.median(accuracies):.2f} % | {medians[name]:.0f} s | {max(peaks):.0f} MB |")
     if "classic" in medians:
         print(f"\nwall-time ratio default / classic (medians): {medians['default'] / medians['classic']:.2f}")
     print(f"smoke run ({' '.join(SMOKE)}): median {statistics.median(smoke):.1f} s of {len(smoke)}")

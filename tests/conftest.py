@@ -1,6 +1,8 @@
 """Shared helpers: small IDX/.npz datasets written into tmp_path, and a way to run the CLI."""
 
+import contextlib
 import gzip
+import io
 import os
 import subprocess
 import sys
@@ -70,9 +72,6 @@ def parse_report(stdout):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """One small training run through main(), writing reports and a model: (directory, stdout)."""
-    import contextlib
-    import io
-
     directory = tmp_path_factory.mktemp("run")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
