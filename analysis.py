@@ -6,7 +6,8 @@
 
 The steps run top to bottom: load the IDX files (no download, SHA-256 pins checked), cast to float32,
 scale to [0, 1], one-hot encode, build a Keras Sequential CNN, compile, fit on the training set less a
-validation holdout, evaluate once on the test set and report.
+validation holdout, evaluate once on the test set (each image averaged with its one-pixel shifts) and
+report.
 """
 
 import argparse
@@ -282,20 +283,27 @@ def batchnorm_momentum(total_steps):
     return 1.0 - 1.0 / window
 
 
+def conv_block(filters, pooled, bn_momentum):
+    """Conv 3x3 (halved by max-pooling, or shrunk by 'valid' padding), then BatchNorm and ReLU."""
+    layers = keras.layers
+    if pooled:  # pooling before BatchNorm and ReLU: the same function on a quarter of the values
+        return [layers.Conv2D(filters, 3, padding="same", use_bias=False), layers.MaxPooling2D(),
+                layers.BatchNormalization(momentum=bn_momentum), layers.ReLU()]
+    return [layers.Conv2D(filters, 3, use_bias=False), layers.BatchNormalization(momentum=bn_momentum),
+            layers.ReLU()]
+
+
 def build_model(bn_momentum=0.99):
-    """Build the Sequential CNN: augmentation, three convolutions, dropout, softmax."""
+    """Build the Sequential CNN: augmentation, three convolution blocks, dropout, softmax."""
     layers = keras.layers
     return keras.Sequential([
         keras.Input((IMAGE_SIDE, IMAGE_SIDE, 1)),
         layers.RandomRotation(10 / 360, fill_mode="constant"),
         layers.RandomZoom(0.1, 0.1, fill_mode="constant"),
         layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-        # Max-pooling before ReLU gives the same result as after it, on a quarter of the values.
-        layers.Conv2D(32, 3, padding="same"), layers.MaxPooling2D(), layers.ReLU(),
-        layers.Conv2D(64, 3, padding="same"), layers.MaxPooling2D(), layers.ReLU(),
-        # One BatchNorm, on the smallest activations: short runs learn far faster with it, and it
-        # costs little; on every layer it made each step a quarter slower.
-        layers.Conv2D(128, 3, use_bias=False), layers.BatchNormalization(momentum=bn_momentum), layers.ReLU(),
+        *conv_block(32, True, bn_momentum),  # 28x28 -> 14x14
+        *conv_block(64, True, bn_momentum),  # 14x14 -> 7x7
+        *conv_block(256, False, bn_momentum),  # 7x7 -> 5x5
         layers.Flatten(),
         layers.Dropout(0.4),
         layers.Dense(NUM_CLASSES),
@@ -348,11 +356,27 @@ def fit(model, train, validation, epochs, batch_size, seed, verbose):
 # Evaluate, report
 
 
-def evaluate(model, images, targets, batch_size=1024):
-    """Predict the test set once; return (cross-entropy loss, accuracy, class probabilities).
+def shifted_views(images):
+    """The images and their four one-pixel shifts (up, down, left, right), zero-filled."""
+    side = images.shape[1]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return [padded[:, 1 + dy:1 + dy + side, 1 + dx:1 + dx + side]
+            for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+
+
+def predict_with_shifts(model, images, batch_size=1024):
+    """Class probabilities, averaged over each image and its one-pixel shifts.
+
+    Four more forward passes, a few seconds for the test set, bought 0.05-0.07 % of validation
+    accuracy on each of three seeds: the network has learnt shifted digits, so it votes on them."""
+    return np.mean([model.predict(view, batch_size=batch_size, verbose=0) for view in shifted_views(images)], 0)
+
+
+def evaluate(model, images, targets):
+    """Predict the test set, with shifts; return (cross-entropy loss, accuracy, class probabilities).
 
     The loss is plain cross-entropy, not the label-smoothed training loss, so it means what it says."""
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    probabilities = predict_with_shifts(model, images)
     loss = float(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(targets, probabilities)).mean())
     accuracy = float(np.mean(probabilities.argmax(1) == targets.argmax(1)))
     return loss, accuracy, probabilities
@@ -556,7 +580,7 @@ def predict_drawings(model, paths):
         except DataError as error:
             print(f"{path}: error: {error}", file=sys.stderr)
     if images:
-        probabilities = model.predict(np.stack(images)[..., np.newaxis], verbose=0)
+        probabilities = predict_with_shifts(model, np.stack(images)[..., np.newaxis])
         for path, row in zip(readable, probabilities):
             print(f"{path}: {row.argmax()} (confidence {row.max():.2f})")
     return len(paths) - len(readable)
@@ -599,11 +623,11 @@ def parse_args(argv):
     positive_float = checked(float, lambda value: 0 < value < math.inf, "a positive number")
     seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
     fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
-    add("--epochs", type=positive_int, default=12, metavar="N",
+    add("--epochs", type=positive_int, default=10, metavar="N",
         help="passes over the training set (default: %(default)s)")
     add("--batch-size", type=positive_int, default=128, metavar="N",
         help="examples per step (default: %(default)s)")
-    add("--lr", type=positive_float, default=3e-3,
+    add("--lr", type=positive_float, default=5e-3,
         help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     add("--seed", type=seed, default=1, metavar="N",
         help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")

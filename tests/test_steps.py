@@ -72,10 +72,34 @@ def test_evaluate_reports_plain_cross_entropy_and_accuracy():
             return np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
 
     targets = np.array([[1, 0], [0, 1], [0, 1]], dtype=np.float32)
-    loss, accuracy, probabilities = analysis.evaluate(Fixed(), None, targets)
+    loss, accuracy, probabilities = analysis.evaluate(Fixed(), np.zeros((3, 28, 28, 1), np.float32), targets)
     assert accuracy == pytest.approx(2 / 3)
     assert loss == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])), rel=1e-5)
     assert probabilities.shape == (3, 2)
+
+
+def test_shifted_views_move_one_pixel_and_fill_with_zeros():
+    images = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1) + 1
+    original, up, down, left, right = analysis.shifted_views(images)
+    np.testing.assert_array_equal(original, images)
+    np.testing.assert_array_equal(up[:, :-1], images[:, 1:])
+    np.testing.assert_array_equal(down[:, 1:], images[:, :-1])
+    np.testing.assert_array_equal(left[:, :, :-1], images[:, :, 1:])
+    np.testing.assert_array_equal(right[:, :, 1:], images[:, :, :-1])
+    assert not up[:, -1].any() and not down[:, 0].any() and not left[:, :, -1].any() and not right[:, :, 0].any()
+
+
+def test_predictions_are_averaged_over_the_shifted_views():
+    class TopRowInk:
+        """A stand-in model: probability of class 1 is the ink in the top row."""
+
+        def predict(self, images, batch_size, verbose):
+            ink = images[:, 0].reshape(len(images), -1).mean(1)
+            return np.stack([1 - ink, ink], axis=1)
+
+    images = np.zeros((1, 4, 4, 1), np.float32)
+    images[0, 1] = 1  # a full second row: in the top row only after the shift up
+    np.testing.assert_allclose(analysis.predict_with_shifts(TopRowInk(), images), [[0.8, 0.2]])
 
 
 def test_report_has_the_original_shape():
