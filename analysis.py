@@ -286,11 +286,10 @@ def batchnorm_momentum(total_steps):
 def conv_block(filters, pooled, bn_momentum):
     """Conv 3x3 (halved by max-pooling, or shrunk by 'valid' padding), then BatchNorm and ReLU."""
     layers = keras.layers
-    if pooled:  # pooling before BatchNorm and ReLU: the same function on a quarter of the values
-        return [layers.Conv2D(filters, 3, padding="same", use_bias=False), layers.MaxPooling2D(),
-                layers.BatchNormalization(momentum=bn_momentum), layers.ReLU()]
-    return [layers.Conv2D(filters, 3, use_bias=False), layers.BatchNormalization(momentum=bn_momentum),
-            layers.ReLU()]
+    # Pooling before BatchNorm and ReLU: the same function on a quarter of the values.
+    pool = [layers.MaxPooling2D()] if pooled else []
+    return [layers.Conv2D(filters, 3, padding="same" if pooled else "valid", use_bias=False), *pool,
+            layers.BatchNormalization(momentum=bn_momentum), layers.ReLU()]
 
 
 def build_model(bn_momentum=0.99):
