@@ -55,12 +55,13 @@ def main(argv=None):
     if not args.skip_classic:
         recipes = {"classic": [python, "bench/classic.py"], **recipes}
 
+    if args.log_dir:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
     results = {name: [] for name in recipes}
     for seed in args.seeds:
         for name, command in recipes.items():
             wall, peak, stdout = timed_run([*command, "--seed", str(seed)])
             if args.log_dir:
-                args.log_dir.mkdir(parents=True, exist_ok=True)
                 (args.log_dir / f"{name}-seed{seed}.txt").write_text(stdout)
             accuracy = accuracy_of(stdout)
             results[name].append((accuracy, wall, peak))
