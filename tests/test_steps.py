@@ -59,6 +59,52 @@ def test_compile_uses_categorical_cross_entropy_and_accuracy():
     assert isinstance(model.optimizer, keras.optimizers.Adam)
 
 
+def ink_moments(image):
+    """Centre of mass (x, y), spread along x, and orientation in degrees of an image's ink."""
+    ys, xs = np.mgrid[:image.shape[0], :image.shape[1]]
+    weights = image[..., 0] / image.sum()
+    mean_x, mean_y = (weights * xs).sum(), (weights * ys).sum()
+    var_x, var_y = (weights * (xs - mean_x) ** 2).sum(), (weights * (ys - mean_y) ** 2).sum()
+    covariance = (weights * (xs - mean_x) * (ys - mean_y)).sum()
+    return mean_x, mean_y, np.sqrt(var_x), np.degrees(0.5 * np.arctan2(2 * covariance, var_x - var_y))
+
+
+@pytest.mark.parametrize("uniforms, change", [
+    ([0, 0, 0, 0, 0], (0, 0, 1, 0)),
+    ([0, 0, 0, 1 / 2.8, 0], (1, 0, 1, 0)),  # shift by 10 % of 28 pixels times 1/2.8: one pixel right
+    ([0, 0, 0, 0, -1 / 2.8], (0, -1, 1, 0)),  # one pixel up
+    ([0, 1, 0, 0, 0], (0, 0, 1 / 1.1, 0)),  # zoomed out 10 % across
+    ([1, 0, 0, 0, 0], (0, 0, np.cos(np.radians(10)), 10)),  # turned 10 degrees
+])
+def test_random_affine_moves_ink_as_drawn(uniforms, change):
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 13:15, 6:22] = 1  # a horizontal bar through the centre
+    moved = np.asarray(analysis.random_affine(image, np.array([uniforms], np.float32)))
+    before, after = ink_moments(image[0]), ink_moments(moved[0])
+    dx, dy, spread, angle = change
+    assert moved.shape == image.shape
+    np.testing.assert_allclose(after[:2], (before[0] + dx, before[1] + dy), atol=0.05)
+    assert after[2] == pytest.approx(before[2] * spread, rel=0.05)
+    assert abs(after[3]) == pytest.approx(angle, abs=1)
+
+
+def test_training_stream_is_shuffled_augmented_and_repeatable():
+    rng = np.random.default_rng(0)
+    images = rng.random((256, 28, 28, 1), dtype=np.float32)
+    targets = np.eye(256, dtype=np.float32)  # one label per image, to follow each through the shuffle
+
+    def first_epoch(seed):
+        batches = list(analysis.training_stream(images, targets, 128, seed).take(2).as_numpy_iterator())
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+    epoch_images, epoch_targets = first_epoch(1)
+    assert epoch_images.shape == images.shape and epoch_images.dtype == np.float32
+    assert sorted(epoch_targets.argmax(1)) == list(range(256))  # every image once per epoch
+    assert not any(np.allclose(epoch_images[0], image) for image in images)  # augmented
+    np.testing.assert_array_equal(first_epoch(1)[0], epoch_images)
+    assert not np.array_equal(first_epoch(2)[0], epoch_images)
+
+
 def test_steps_per_epoch_counts_full_batches():
     assert analysis.steps_per_epoch(1000, 128) == 7
     assert analysis.steps_per_epoch(50, 128) == 1
