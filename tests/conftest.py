@@ -52,11 +52,11 @@ def mnist():
     return analysis.load_data()
 
 
-def run_cli(*args, cwd=ROOT):
-    """Run `python analysis.py ARGS` in a fresh process; return the CompletedProcess."""
+def run_cli(*args, cwd=ROOT, env=None):
+    """Run `python analysis.py ARGS` in a fresh process, with extra environment variables; return the CompletedProcess."""
     return subprocess.run([sys.executable, str(ROOT / "analysis.py"), *map(str, args)], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def parse_report(stdout):
