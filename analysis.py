@@ -57,7 +57,7 @@ def stderr_silenced():
 # absl prints it before logging is initialised. Its Python warnings still get through.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
-# set to elsewhere; JAX and torch were also 4.4x and 1.8x slower on a CPU.
+# set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
 os.environ["KERAS_BACKEND"] = "tensorflow"
 with stderr_silenced():
     import keras
