@@ -6,8 +6,8 @@
 
 The steps run top to bottom: load the IDX files (no download, SHA-256 pins checked), cast to float32,
 scale to [0, 1], one-hot encode, build a Keras Sequential CNN, compile, fit on the training set less a
-validation holdout, evaluate once on the test set (each image averaged with its one-pixel shifts) and
-report.
+validation holdout (each batch randomly rotated, zoomed and shifted), evaluate once on the test set
+(each image averaged with its one-pixel shifts) and report.
 """
 
 import argparse
