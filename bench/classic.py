@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import analysis  # after the path is set; importing it also silences TensorFlow's start-up log
+import analysis  # after the path is set
 
-keras = analysis.keras
+
+def prepared(images, labels):
+    """Float32 images in [0, 1] with a channel axis, and one-hot labels, as numpy arrays (as the original)."""
+    return (images.astype("float32") / 255)[..., None], analysis.keras.utils.to_categorical(labels, 10).astype("float32")
 
 
 def main(argv=None):
@@ -22,10 +25,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)
+    analysis.import_libraries()  # silences TensorFlow's start-up log
+    keras = analysis.keras
     keras.utils.set_random_seed(args.seed)
     data = analysis.load_data()
-    x_train, x_test = analysis.prepare_images(data.x_train), analysis.prepare_images(data.x_test)
-    y_train, y_test = analysis.one_hot(data.y_train), analysis.one_hot(data.y_test)
+    (x_train, y_train), (x_test, y_test) = prepared(data.x_train, data.y_train), prepared(data.x_test, data.y_test)
     layers = keras.layers
     model = keras.Sequential([
         keras.Input((28, 28, 1)),

@@ -1,9 +1,14 @@
-"""Shared helpers: small IDX/.npz datasets written into tmp_path, and a way to run the CLI."""
+"""Shared helpers: small datasets written into tmp_path, ways to run the CLI, and global state kept.
+
+Every test runs under `global_state_kept`, so a test that trains (and so sets the dtype policy, op
+determinism and the seeds) leaves them as it found them, whatever order the tests run in."""
 
 import contextlib
 import gzip
 import io
 import os
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +18,56 @@ import pytest
 
 import analysis
 
+analysis.import_libraries()  # before anything else imports Keras: it fixes the backend
+keras, tf = analysis.keras, analysis.tf
+from keras.src.backend.common import global_state  # Keras' own global seed
+from tensorflow.python.framework import config as tf_config  # op determinism's switch
+
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ["--epochs", "1", "--train-samples", "2000", "--test-samples", "500"]
+# The CI smoke run, in float32 so that it prints the same numbers on every CPU
+SMOKE = ["--epochs", "1", "--train-samples", "2000", "--test-samples", "500", "--precision", "float32"]
+# TensorFlow's C++ log: "2026-11-25 10:00:00.123456: I tensorflow/...", absl's "E0000 00:00:... file.cc:12] ...",
+# and the continuation lines of its multi-line messages
+TF_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: All log "
+                    r"messages before absl|To enable the following instructions)")
+# The script's own lines on stderr: `error: ...`, `warning: ...`, `PATH: error: ...`, argparse's `usage: ...`
+OWN_LINE = re.compile(r"^(error: |warning: |usage: |analysis\.py: error: |\S.*: error: )")
+
+
+def script_lines(stderr):
+    """The script's own lines on stderr, without TensorFlow's C++ log or Python's warnings."""
+    return [line for line in stderr.splitlines() if OWN_LINE.match(line) and not TF_LOG.match(line)]
+
+
+def tensorflow_log_lines(stderr):
+    """TensorFlow's C++ log lines on stderr."""
+    return [line for line in stderr.splitlines() if TF_LOG.match(line)]
+
+
+@contextlib.contextmanager
+def state_kept():
+    """Restore the dtype policy, op determinism, and Python's, numpy's, TensorFlow's and Keras' seeds."""
+    policy = keras.config.dtype_policy()
+    determinism = tf_config.is_op_determinism_enabled()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    tf_seed = tf.compat.v1.get_seed(None)[0]
+    keras_seed = global_state.get_global_attribute("global_random_seed")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        (tf_config.enable_op_determinism if determinism else tf_config.disable_op_determinism)()
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        tf.random.set_seed(tf_seed)
+        global_state.set_global_attribute("global_random_seed", keras_seed)
+
+
+@pytest.fixture(autouse=True)
+def global_state_kept():
+    """Each test leaves the global state as it found it."""
+    with state_kept():
+        yield
 
 
 def idx_bytes(array):
@@ -52,11 +105,23 @@ def mnist():
     return analysis.load_data()
 
 
-def run_cli(*args, cwd=ROOT, env=None):
-    """Run `python analysis.py ARGS` in a fresh process, with extra environment variables; return the CompletedProcess."""
-    return subprocess.run([sys.executable, str(ROOT / "analysis.py"), *map(str, args)], cwd=cwd, check=False,
+def run_cli(*args, cwd=ROOT, env=None, flags=()):
+    """Run `python [FLAGS] analysis.py ARGS` in a fresh process, with extra environment variables (None removes one)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *flags, str(ROOT / "analysis.py"), *map(str, args)], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                          env={key: value for key, value in environment.items() if value is not None})
+
+
+def run_main(argv):
+    """Run main(ARGV) in this process; return (exit status, stdout, stderr)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = analysis.main([str(arg) for arg in argv])
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+    return status, stdout.getvalue(), stderr.getvalue()
 
 
 def parse_report(stdout):
@@ -69,14 +134,18 @@ def parse_report(stdout):
     return loss, accuracy, np.array(rows)
 
 
+TRAINED_ARGS = ["--epochs", "3", "--train-samples", "10000", "--test-samples", "600", "--seed", "7",
+                "--precision", "float32"]
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """One small training run through main(), writing reports and a model: (directory, stdout)."""
+    """One small training run through main(), writing reports and a model into folders it must create.
+
+    Returns (directory, stdout): reports in directory/reports/new, the model in directory/models/new."""
     directory = tmp_path_factory.mktemp("run")
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        status = analysis.main(["--epochs", "3", "--train-samples", "10000", "--test-samples", "600",
-                                "--seed", "7", "--output-dir", str(directory / "out"),
-                                "--save-model", str(directory / "model.keras")])
-    assert status == 0
-    return directory, stdout.getvalue()
+    with state_kept():
+        status, stdout, stderr = run_main([*TRAINED_ARGS, "--output-dir", directory / "reports" / "new",
+                                           "--save-model", directory / "models" / "new" / "model.keras"])
+    assert status == 0, stderr
+    return directory, stdout

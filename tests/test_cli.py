@@ -1,31 +1,54 @@
-"""The command line end to end: the smoke run, reproducibility, other data, and bad input."""
+"""The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
 import gzip
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import SMOKE, parse_report, run_cli, synthetic_arrays, write_idx_dir
-
-import analysis
+from conftest import (
+    ROOT,
+    SMOKE,
+    parse_report,
+    run_cli,
+    run_main,
+    script_lines,
+    synthetic_arrays,
+    tensorflow_log_lines,
+    write_idx_dir,
+)
 
 
 @pytest.fixture(scope="module")
 def smoke_runs():
-    """The CI smoke run, twice with one seed; the second time with Keras set to a backend not installed."""
-    return run_cli(*SMOKE), run_cli(*SMOKE, env={"KERAS_BACKEND": "jax"})
+    """The CI smoke run twice with one seed: as a user runs it, and with TensorFlow's log on full and
+    Keras set to a backend that is not installed."""
+    return (run_cli(*SMOKE, env={"TF_CPP_MIN_LOG_LEVEL": None, "KERAS_BACKEND": None}),
+            run_cli(*SMOKE, env={"TF_CPP_MIN_LOG_LEVEL": "0", "KERAS_BACKEND": "jax"}))
 
 
 def test_smoke_run_reports_loss_accuracy_and_a_matrix_of_the_test_subset(smoke_runs):
     result = smoke_runs[0]
     assert result.returncode == 0, result.stderr
-    first_line = result.stdout.splitlines()[0]
-    assert first_line.startswith("Device: ") and "data/mnist" in first_line
+    device, data = result.stdout.splitlines()[:2]
+    assert device.startswith("Device: ") and "float32 precision, XLA off" in device
+    assert data.startswith("Data: the bundled MNIST") and "1800 training, 200 validation, 500 test images" in data
     loss, accuracy, matrix = parse_report(result.stdout)
     assert matrix.shape == (10, 10) and matrix.sum() == 500
     assert accuracy == pytest.approx(np.trace(matrix) / 500, abs=1e-4)
     assert accuracy >= 0.70 and 0 < loss < np.log(10)  # better than a uniform guess over 10 digits
     assert "precision" in result.stdout and result.stdout.count("val_accuracy") == 1  # one line per epoch
+    assert "Expected calibration error (15 bins)" in result.stdout
+
+
+def test_tensorflow_log_is_silent_unless_asked_for(smoke_runs):
+    quiet, loud = smoke_runs
+    assert tensorflow_log_lines(quiet.stderr) == [] and script_lines(quiet.stderr) == []
+    assert loud.returncode == 0 and script_lines(loud.stderr) == []
 
 
 def test_same_seed_prints_the_same_report_whatever_backend_keras_is_set_to(smoke_runs):
@@ -35,37 +58,28 @@ def test_same_seed_prints_the_same_report_whatever_backend_keras_is_set_to(smoke
     np.testing.assert_array_equal(parse_report(first.stdout)[2], parse_report(second.stdout)[2])
 
 
-def test_no_files_are_written_without_output_flags(tmp_path):
-    result = run_cli("--epochs", "1", "--train-samples", "200", "--test-samples", "50", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert list(tmp_path.iterdir()) == []
+def heavy_imports(result):
+    """The heavy libraries a `python -X importtime` run imported."""
+    return {name for name in ("tensorflow", "keras", "sklearn", "matplotlib", "scipy")
+            if re.search(rf"^import time: .*\|\s+{name}$", result.stderr, re.MULTILINE)}
 
 
-def other_dataset(mnist):
-    """A ten-class 28x28 set the model has never seen: inverted MNIST digits with relabelled classes."""
-    return {"x_train": 255 - mnist.x_train[:3000], "y_train": (mnist.y_train[:3000] + 3) % 10,
-            "x_test": 255 - mnist.x_test[:300], "y_test": (mnist.y_test[:300] + 3) % 10}
+@pytest.mark.parametrize("args, status, output", [
+    (["--help"], 0, "usage: analysis.py"),
+    (["--epochs", "0"], 2, "--epochs: must be a positive number"),
+    (["--output-dir", "analysis.py"], 1, "it exists and is not a directory"),
+])
+def test_help_usage_errors_and_bad_paths_answer_before_the_heavy_imports(args, status, output):
+    result = run_cli(*args, flags=["-X", "importtime"])
+    assert result.returncode == status
+    assert output in result.stdout + result.stderr
+    assert heavy_imports(result) == set()
 
 
-@pytest.mark.parametrize("layout", ["idx-gz", "idx-raw", "npz"])
-def test_other_data_trains_from_every_layout(tmp_path, mnist, layout):
-    arrays = other_dataset(mnist)
-    if layout == "npz":
-        np.savez_compressed(tmp_path / "other.npz", **arrays)
-        source = tmp_path / "other.npz"
-    else:
-        source = write_idx_dir(tmp_path / "other", arrays, gzipped=layout == "idx-gz")
-    result = run_cli("--data", source, "--epochs", "2", "--seed", "3")
-    assert result.returncode == 0, result.stderr
-    assert str(source) in result.stdout.splitlines()[0]
-    _, accuracy, matrix = parse_report(result.stdout)
-    assert matrix.sum() == 300
-    np.testing.assert_array_equal(matrix.sum(1), np.bincount(arrays["y_test"], minlength=10))
-    assert accuracy > 0.5
-
-
-def no_traceback(result):
-    return "Traceback" not in result.stderr and "Traceback" not in result.stdout
+def test_a_missing_model_fails_cleanly_after_the_heavy_imports():  # so the check above can fail
+    result = run_cli("--predict", "none.png", "--model", "none.keras", flags=["-X", "importtime"])
+    assert result.returncode == 1 and script_lines(result.stderr) == ["error: none.keras: no such model file"]
+    assert {"tensorflow", "keras", "sklearn"} <= heavy_imports(result)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -78,16 +92,19 @@ def no_traceback(result):
     (["--test-samples", "0"], "--test-samples: must be a positive number"),
     (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
+    (["--precision", "float8"], "--precision: invalid choice: 'float8'"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 images"),
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
+    (["--model", "m.keras"], "--model is only used with --predict"),
     (["--epoch", "3"], "unrecognized arguments"),
 ])
 def test_bad_flags_exit_2_with_a_usage_message(flags, message):
-    result = run_cli(*flags)
-    assert result.returncode == 2
-    assert message in result.stderr.splitlines()[-1]
-    assert no_traceback(result)
+    status, stdout, stderr = run_main(flags)
+    assert status == 2
+    assert stderr.splitlines()[0].startswith("usage: analysis.py")
+    assert message in stderr.splitlines()[-1]
+    assert "Epoch" not in stdout
 
 
 @pytest.mark.parametrize("target, message", [
@@ -96,10 +113,30 @@ def test_bad_flags_exit_2_with_a_usage_message(flags, message):
 ])
 def test_unusable_output_dir_fails_before_training(tmp_path, target, message):
     (tmp_path / "file").write_text("")
-    result = run_cli(*SMOKE, "--output-dir", tmp_path / target)
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: " + message.format(tmp=tmp_path)
-    assert "Epoch" not in result.stdout and "Device" not in result.stdout
+    status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / target])
+    assert status == 1
+    assert stderr.strip() == "error: " + message.format(tmp=tmp_path)
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("target, message", [
+    ("folder.keras", "cannot write --save-model {tmp}/folder.keras: it exists and is a directory"),
+    ("file/m.keras", "cannot create --save-model {tmp}/file/m.keras: {tmp}/file is not a directory"),
+])
+def test_unusable_model_path_fails_before_training(tmp_path, target, message):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder.keras").mkdir()
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / target])
+    assert status == 1
+    assert stderr.strip() == "error: " + message.format(tmp=tmp_path)
+    assert stdout == ""
+
+
+@pytest.mark.skipif(not hasattr(sys, "getuid") or sys.getuid() == 0, reason="root may write anywhere")
+def test_read_only_folder_fails_before_training(tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "locked" / "out"])
+    assert status == 1 and stderr.strip().endswith("locked is not writable") and stdout == ""
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -111,17 +148,52 @@ def test_unusable_output_dir_fails_before_training(tmp_path, target, message):
 def test_broken_data_exits_1_with_one_line(tmp_path, breakage, message):
     directory = write_idx_dir(tmp_path / "broken", synthetic_arrays())
     breakage(directory)
-    result = run_cli("--data", directory, "--output-dir", tmp_path / "out")
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
-    assert no_traceback(result) and not (tmp_path / "out").exists()
+    status, stdout, stderr = run_main(["--data", directory, "--output-dir", tmp_path / "out"])
+    assert status == 1
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: ") and message in stderr
+    assert "Epoch" not in stdout and not (tmp_path / "out").exists()
 
 
-def test_a_default_run_opens_no_socket(monkeypatch, capsys):
+def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_nothing(
+        mnist, tmp_path, monkeypatch):
+    """A ten-class set the model has never seen (inverted digits, relabelled), no validation split,
+    no output flags, and no network."""
     def refuse(*args, **kwargs):
         raise AssertionError("the analysis tried to open a network connection")
 
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    assert analysis.main(["--epochs", "1", "--train-samples", "300", "--test-samples", "100"]) == 0
-    assert "Accuracy:" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    arrays = {"x_train": 255 - mnist.x_train[:3000], "y_train": (mnist.y_train[:3000] + 3) % 10,
+              "x_test": 255 - mnist.x_test[:300], "y_test": (mnist.y_test[:300] + 3) % 10}
+    np.savez_compressed(tmp_path / "other.npz", **arrays)
+    status, stdout, stderr = run_main(["--data", "other.npz", "--epochs", "2", "--seed", "3", "--validation-split", "0",
+                                       "--precision", "float32"])
+    assert status == 0, stderr
+    assert "Data: other.npz: 3000 training, 0 validation, 300 test images." in stdout
+    assert "No validation holdout (--validation-split 0): the probabilities are not calibrated." in stdout
+    assert "(uncalibrated)" in stdout
+    _, accuracy, matrix = parse_report(stdout)
+    np.testing.assert_array_equal(matrix.sum(1), np.bincount(arrays["y_test"], minlength=10))
+    assert accuracy > 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npz"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
+    out = tmp_path / "out"
+    # Python's own Ctrl-C handler, set explicitly: a shell running this suite in the background ignores SIGINT
+    command = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, str(ROOT / "analysis.py"), "--epochs", "50", "--train-samples", "20000",
+         "--precision", "float32", "--output-dir", out, "--save-model", out / "model.keras"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if line.startswith("Epoch 1/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert script_lines(stderr) == ["error: interrupted"] and "Traceback" not in stderr
+    assert not out.exists()

@@ -1,8 +1,10 @@
 """--predict: MNIST-style preprocessing of any picture, and digits classified end to end."""
 
+import re
+
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, script_lines
 from PIL import Image
 
 import analysis
@@ -103,20 +105,15 @@ def test_predict_classifies_pictures_and_reports_bad_files(trained, mnist, tmp_p
     Image.new("L", (64, 64), 200).save(tmp_path / "blank.png")
 
     result = run_cli("--predict", *paths, tmp_path / "notes.png", tmp_path / "blank.png",
-                     "--model", trained[0] / "model.keras")
+                     "--model", trained[0] / "models" / "new" / "model.keras")
     assert result.returncode == 1
-    errors = result.stderr.strip().splitlines()
+    errors = script_lines(result.stderr)
     assert len(errors) == 2 and "notes.png: error: not a readable image" in errors[0]
     assert "blank.png: error: no ink found" in errors[1]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths)
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
-    assert all(line.startswith(f"{path}: ") and "(confidence 0." in line or "(confidence 1.00)" in line
-               for line, path in zip(lines, paths))
+    for line, path in zip(lines, paths):
+        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(confidence (0\.\d\d|1\.00)\)", line), line
     correct = np.array(predicted) == np.array(truth)
     assert correct.mean() >= 0.9, list(zip(predicted, truth))
-
-
-def test_predict_with_a_missing_model_fails_cleanly(tmp_path):
-    result = run_cli("--predict", "x.png", "--model", tmp_path / "none.keras")
-    assert result.returncode == 1 and result.stderr.strip().endswith("none.keras: no such model file")

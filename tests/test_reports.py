@@ -1,11 +1,10 @@
-"""--output-dir and --save-model: metrics.json agrees with the printed report, pictures, the model."""
+"""--output-dir and --save-model: metrics.json agrees with the printed report, the pictures, the model."""
 
 import json
 
-import keras
 import numpy as np
 import pytest
-from conftest import parse_report
+from conftest import TRAINED_ARGS, keras, parse_report
 from PIL import Image
 
 import analysis
@@ -13,22 +12,31 @@ import analysis
 
 @pytest.fixture(scope="module")
 def metrics(trained):
-    return json.loads((trained[0] / "out" / "metrics.json").read_text())
+    return json.loads((trained[0] / "reports" / "new" / "metrics.json").read_text())
 
 
-def test_metrics_json_has_every_field(metrics):
-    assert {"loss", "accuracy", "confusion_matrix", "per_class", "seed", "epochs", "batch_size",
-            "history", "timings", "versions", "device", "data"} <= set(metrics)
+def test_metrics_json_names_every_figure_for_what_it_is(metrics):
+    assert {"test_cross_entropy", "test_accuracy", "test_accuracy_single_view", "test_accuracy_shift_averaged",
+            "test_expected_calibration_error", "temperature", "validation_cross_entropy_before",
+            "validation_cross_entropy_after", "confusion_matrix", "per_class", "seed", "epochs", "batch_size",
+            "history", "timings", "versions", "device", "precision", "xla", "data"} <= set(metrics)
+    assert not {"loss", "accuracy"} & set(metrics)  # names that said neither which set nor which loss
     assert metrics["seed"] == 7 and metrics["epochs"] == 3 and metrics["batch_size"] == 128
+    assert metrics["precision"] == "float32" and metrics["calibration_bins"] == 15
     assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "scikit-learn"}
-    assert set(metrics["timings"]) == {"load", "fit", "evaluate"}
+    assert set(metrics["timings"]) == {"load", "fit", "calibrate_and_evaluate"}
     assert metrics["data"]["sha256"] == analysis.MNIST_SHA256
+    assert set(metrics["history"]) == {"training_label_smoothed_cross_entropy", "training_accuracy",
+                                       "validation_label_smoothed_cross_entropy", "validation_accuracy"}
+    assert all(len(values) == 3 for values in metrics["history"].values())
 
 
 def test_metrics_are_consistent_with_each_other_and_with_stdout(metrics, trained):
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == metrics["test_samples"] == 600
-    assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert metrics["test_accuracy"] == metrics["test_accuracy_shift_averaged"]
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert 0.9 < metrics["test_accuracy_single_view"] <= 1
     for digit, scores in metrics["per_class"].items():
         d = int(digit)
         assert scores["support"] == matrix[d].sum()
@@ -36,48 +44,56 @@ def test_metrics_are_consistent_with_each_other_and_with_stdout(metrics, trained
         assert scores["precision"] == pytest.approx(matrix[d, d] / matrix[:, d].sum())
     loss, accuracy, printed = parse_report(trained[1])
     np.testing.assert_array_equal(printed, matrix)
-    assert accuracy == pytest.approx(metrics["accuracy"], abs=5e-5)
-    assert loss == pytest.approx(metrics["loss"], abs=5e-5)
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=5e-5)
+    assert loss == pytest.approx(metrics["test_cross_entropy"], abs=5e-5)
+    assert f"Accuracy of single views: {metrics['test_accuracy_single_view']:.4f}" in trained[1]
+    assert (f"Expected calibration error (15 bins): {metrics['test_expected_calibration_error']:.4f} "
+            f"(temperature {metrics['temperature']:.3f}, fitted on the 1000 validation images)") in trained[1]
+    assert metrics["validation_cross_entropy_after"] < metrics["validation_cross_entropy_before"]
     for digit in ("0", "9"):
         row = next(line.split() for line in trained[1].splitlines() if line.split()[:1] == [digit]
                    and len(line.split()) == 5)
         assert float(row[2]) == pytest.approx(metrics["per_class"][digit]["recall"], abs=5e-5)
 
 
-def test_history_has_one_entry_per_epoch(metrics):
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert len(metrics["history"][key]) == 3
-
-
-@pytest.mark.parametrize("name", ["confusion_matrix.png", "learning_curves.png", "misclassified.png"])
+@pytest.mark.parametrize("name", ["confusion_matrix.png", "learning_curves.png", "misclassified.png",
+                                  "reliability.png"])
 def test_pictures_are_valid_pngs_of_sensible_size(trained, name):
-    with Image.open(trained[0] / "out" / name) as image:
+    with Image.open(trained[0] / "reports" / "new" / name) as image:
         image.verify()
-    with Image.open(trained[0] / "out" / name) as image:
+    with Image.open(trained[0] / "reports" / "new" / name) as image:
         assert image.format == "PNG"
         assert 300 <= min(image.size) and max(image.size) <= 2000
         assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something is drawn
 
 
-def test_output_dir_holds_only_the_finished_files(trained):
-    assert sorted(p.name for p in (trained[0] / "out").iterdir()) == [
-        "confusion_matrix.png", "learning_curves.png", "metrics.json", "misclassified.png"]
+def test_output_folders_are_created_and_hold_only_the_finished_files(trained):
+    assert sorted(p.name for p in (trained[0] / "reports" / "new").iterdir()) == [
+        "confusion_matrix.png", "learning_curves.png", "metrics.json", "misclassified.png", "reliability.png"]
+    assert [p.name for p in (trained[0] / "models" / "new").iterdir()] == ["model.keras"]
 
 
-def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
-    model = analysis.build_model()
-    images = analysis.prepare_images(mnist.x_test[:32])
-    analysis.save_model(model, tmp_path / "m.keras")
-    restored = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(model.predict(images, verbose=0), restored.predict(images, verbose=0))
-    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+def test_confusion_matrix_picture_shows_the_errors_in_their_own_colour(tmp_path):
+    matrix = np.diag([1000] * 10)
+    matrix[3, 5] = 7  # one confusion, a hundred times smaller than the diagonal
+    analysis.plot_confusion_matrix(matrix, tmp_path / "m.png")
+    with Image.open(tmp_path / "m.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    reddish = (pixels[..., 0] - pixels[..., 2] > 100) & (pixels[..., 1] < 100)  # dark red, not grey or white
+    assert reddish.sum() > 500  # the error's cell (and the colour bar's top) stand out
 
 
-def test_model_saved_by_the_cli_scores_what_the_report_says(trained, metrics, mnist):
-    model = keras.models.load_model(trained[0] / "model.keras")
-    accuracy = np.mean(model.predict(analysis.prepare_images(mnist.x_test), verbose=0).argmax(1)
-                       == mnist.y_test)
-    assert accuracy == pytest.approx(metrics["accuracy"], abs=0.03)  # 600-image subset vs all 10,000
+def test_saved_model_is_float32_and_gives_the_reported_probabilities(trained, metrics, mnist):
+    model = keras.models.load_model(trained[0] / "models" / "new" / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert model.get_layer("temperature").scale == pytest.approx(1 / metrics["temperature"])
+    args, _ = analysis.parse_args(TRAINED_ARGS)
+    _, _, (images, labels) = analysis.split_data(mnist, args, np.random.default_rng(args.seed))
+    probabilities = analysis.average_views(analysis.predict_views(model, images))
+    assert analysis.cross_entropy(probabilities, labels) == pytest.approx(metrics["test_cross_entropy"], rel=1e-6)
+    assert analysis.accuracy_of(probabilities, labels) == metrics["test_accuracy"]
+    np.testing.assert_array_equal(
+        analysis.sklearn.metrics.confusion_matrix(labels, probabilities.argmax(1)), metrics["confusion_matrix"])
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path):

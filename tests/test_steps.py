@@ -1,8 +1,10 @@
-"""Each step of the analysis as a unit: cast, scale, one-hot, build, compile, evaluate, report."""
+"""Each step of the analysis as a unit: cast, scale, one-hot, device, build, compile, fit, calibrate, report."""
 
-import keras
+import argparse
+
 import numpy as np
 import pytest
+from conftest import keras, tf
 
 import analysis
 
@@ -10,22 +12,22 @@ import analysis
 def test_cast_scale_and_channel_axis():
     images = np.array([[[0, 128, 255]]], dtype=np.uint8)
     floats = analysis.cast_to_float32(images)
-    assert floats.dtype == np.float32 and floats.tolist() == [[[0, 128, 255]]]
+    assert floats.dtype == tf.float32 and np.asarray(floats).tolist() == [[[0, 128, 255]]]
     scaled = analysis.scale_to_unit_range(floats)
-    assert scaled.dtype == np.float32
-    np.testing.assert_allclose(scaled, [[[0, 128 / 255, 1]]])
+    assert scaled.dtype == tf.float32
+    np.testing.assert_allclose(scaled, [[[0, 128 / 255, 1]]], rtol=1e-7)
     assert analysis.add_channel_axis(scaled).shape == (1, 1, 3, 1)
 
 
 def test_prepare_images_chains_the_three_steps(mnist):
-    prepared = analysis.prepare_images(mnist.x_test[:5])
+    prepared = np.asarray(analysis.prepare_images(mnist.x_test[:5]))
     assert prepared.shape == (5, 28, 28, 1) and prepared.dtype == np.float32
     assert prepared.min() == 0 and prepared.max() == 1
-    np.testing.assert_array_equal(prepared[..., 0] * 255, mnist.x_test[:5])
+    np.testing.assert_array_equal(np.round(prepared[..., 0] * 255), mnist.x_test[:5])
 
 
 def test_one_hot():
-    encoded = analysis.one_hot(np.array([3, 0, 9]))
+    encoded = np.asarray(analysis.one_hot(np.array([3, 0, 9], np.uint8)))
     assert encoded.shape == (3, 10) and encoded.dtype == np.float32
     assert encoded.argmax(1).tolist() == [3, 0, 9] and encoded.sum() == 3
 
@@ -53,10 +55,12 @@ def test_one_cycle_warms_up_to_the_peak_then_decays():
     assert rates[2] > rates[3] > rates[4] and rates[4] < 1e-4
 
 
-def test_compile_uses_categorical_cross_entropy_and_accuracy():
-    model = analysis.compile_model(analysis.build_model(), 1e-3, 100)
+@pytest.mark.parametrize("xla", [False, True])
+def test_compile_uses_categorical_cross_entropy_adam_and_the_xla_choice(xla):
+    model = analysis.compile_model(analysis.build_model(), 1e-3, 100, xla)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert model.jit_compile is xla
 
 
 def ink_moments(image):
@@ -88,21 +92,35 @@ def test_random_affine_moves_ink_as_drawn(uniforms, change):
     assert abs(after[3]) == pytest.approx(angle, abs=1)
 
 
-def test_training_stream_is_shuffled_augmented_and_repeatable():
+@pytest.mark.parametrize("parallel_calls", [1, 3])
+def test_training_stream_is_prepared_shuffled_augmented_and_repeatable(parallel_calls):
     rng = np.random.default_rng(0)
-    images = rng.random((256, 28, 28, 1), dtype=np.float32)
-    targets = np.eye(256, dtype=np.float32)  # one label per image, to follow each through the shuffle
+    images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    labels = np.arange(256) % 10
+    images[:, 0, 0] = np.arange(256)  # a tag in the corner, to follow each image through the shuffle
 
-    def first_epoch(seed):
-        batches = list(analysis.training_stream(images, targets, 128, seed).take(2).as_numpy_iterator())
+    def first_epoch(seed, parallel_calls=1):
+        stream = analysis.training_stream(images, labels, 128, seed, parallel_calls)
+        batches = list(stream.take(2).as_numpy_iterator())
         return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
-    epoch_images, epoch_targets = first_epoch(1)
-    assert epoch_images.shape == images.shape and epoch_images.dtype == np.float32
-    assert sorted(epoch_targets.argmax(1)) == list(range(256))  # every image once per epoch
-    assert not any(np.allclose(epoch_images[0], image) for image in images)  # augmented
-    np.testing.assert_array_equal(first_epoch(1)[0], epoch_images)
+    epoch_images, epoch_targets = first_epoch(1, parallel_calls)
+    assert epoch_images.shape == (256, 28, 28, 1) and epoch_images.dtype == np.float32
+    assert 0 <= epoch_images.min() and epoch_images.max() <= 1  # cast and scaled
+    assert epoch_targets.shape == (256, 10) and epoch_targets.sum() == 256  # one-hot
+    assert sorted(np.bincount(epoch_targets.argmax(1))) == sorted(np.bincount(labels))  # every image once
+    assert not any(np.allclose(epoch_images[0, ..., 0], image / 255) for image in images)  # augmented
+    np.testing.assert_array_equal(first_epoch(1)[0], epoch_images)  # the same, however many threads
     assert not np.array_equal(first_epoch(2)[0], epoch_images)
+
+
+def test_inference_stream_prepares_batches_in_order(mnist):
+    images, labels = mnist.x_test[:1500], mnist.y_test[:1500]
+    batches = list(analysis.inference_stream(images, labels).as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [analysis.INFERENCE_BATCH, 1500 - analysis.INFERENCE_BATCH]
+    prepared = np.concatenate([b[0] for b in batches])
+    np.testing.assert_array_equal(np.round(prepared[..., 0] * 255), images)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]).argmax(1), labels)
 
 
 def test_steps_per_epoch_counts_full_batches():
@@ -110,22 +128,8 @@ def test_steps_per_epoch_counts_full_batches():
     assert analysis.steps_per_epoch(50, 128) == 1
 
 
-def test_evaluate_reports_plain_cross_entropy_and_accuracy():
-    class Fixed:
-        """A stand-in model whose predictions are known."""
-
-        def predict(self, images, batch_size, verbose):
-            return np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
-
-    targets = np.array([[1, 0], [0, 1], [0, 1]], dtype=np.float32)
-    loss, accuracy, probabilities = analysis.evaluate(Fixed(), np.zeros((3, 28, 28, 1), np.float32), targets)
-    assert accuracy == pytest.approx(2 / 3)
-    assert loss == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])), rel=1e-5)
-    assert probabilities.shape == (3, 2)
-
-
 def test_shifted_views_move_one_pixel_and_fill_with_zeros():
-    images = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1) + 1
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4) + 1
     original, up, down, left, right = analysis.shifted_views(images)
     np.testing.assert_array_equal(original, images)
     np.testing.assert_array_equal(up[:, :-1], images[:, 1:])
@@ -135,17 +139,102 @@ def test_shifted_views_move_one_pixel_and_fill_with_zeros():
     assert not up[:, -1].any() and not down[:, 0].any() and not left[:, :, -1].any() and not right[:, :, 0].any()
 
 
-def test_predictions_are_averaged_over_the_shifted_views():
-    class TopRowInk:
-        """A stand-in model: probability of class 1 is the ink in the top row."""
+class TopRowInk:
+    """A stand-in model: the probability of class 1 is 0.2, plus 0.6 times the mean ink in the top row."""
 
-        def predict(self, images, batch_size, verbose):
-            ink = images[:, 0].reshape(len(images), -1).mean(1)
-            return np.stack([1 - ink, ink], axis=1)
+    def predict(self, stream, verbose):
+        images = np.concatenate(list(stream.as_numpy_iterator()))
+        ink = 0.2 + 0.6 * images[:, 0].reshape(len(images), -1).mean(1)
+        return np.stack([1 - ink, ink], axis=1)
 
-    images = np.zeros((1, 4, 4, 1), np.float32)
-    images[0, 1] = 1  # a full second row: in the top row only after the shift up
-    np.testing.assert_allclose(analysis.predict_with_shifts(TopRowInk(), images), [[0.8, 0.2]])
+
+def test_views_are_predicted_and_averaged_in_log_space():
+    images = np.zeros((1, 4, 4), np.uint8)
+    images[0, 1] = 255  # a full second row: in the top row only after the shift up
+    views = analysis.predict_views(TopRowInk(), images)
+    assert views.shape == (5, 1, 2)
+    np.testing.assert_allclose(np.exp(views[:, 0, 1]), [0.2, 0.8, 0.2, 0.2, 0.2], rtol=1e-6)
+    single = analysis.predict_views(TopRowInk(), images, shift_average=False)
+    np.testing.assert_array_equal(single, views[:1])
+    # the geometric mean of the five votes, renormalised: one view of five says "1"
+    geometric = np.array([0.8**4 * 0.2, 0.2**4 * 0.8]) ** (1 / 5)
+    np.testing.assert_allclose(analysis.average_views(views)[0], geometric / geometric.sum(), rtol=1e-5)
+
+
+def test_cross_entropy_of_known_probabilities():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert analysis.cross_entropy(probabilities, np.array([0, 1, 1])) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])))
+    assert analysis.accuracy_of(probabilities, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+
+
+def overconfident_logits(temperature, n=4000, seed=0):
+    """Logits of a calibrated model of three classes, labels drawn from its probabilities, then all
+    logits multiplied by `temperature`: a model over-confident by that factor."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, (n, 3))
+    probabilities = analysis.scipy.special.softmax(logits, axis=1)
+    labels = np.array([rng.choice(3, p=p) for p in probabilities])
+    return logits * temperature, labels
+
+
+@pytest.mark.parametrize("temperature", [0.4, 2.5])
+def test_fitted_temperature_undoes_miscalibration_and_changes_no_prediction(temperature):
+    logits, labels = overconfident_logits(temperature)
+    fitted = analysis.fit_temperature(logits, labels)
+    assert fitted == pytest.approx(temperature, rel=0.1)
+    before = analysis.scipy.special.softmax(logits, axis=1)
+    after = analysis.scipy.special.softmax(logits / fitted, axis=1)
+    assert analysis.cross_entropy(after, labels) < analysis.cross_entropy(before, labels) - 0.01
+    np.testing.assert_array_equal(after.argmax(1), before.argmax(1))
+    assert analysis.expected_calibration_error(after, labels) < analysis.expected_calibration_error(before, labels)
+
+
+def test_expected_calibration_error_of_a_constructed_case():
+    # 4 images at confidence 0.9, 3 right: a gap of 0.15; 6 at confidence 0.5 (bin 8 of 15), 3 right: no gap
+    probabilities = np.array([[0.9, 0.1]] * 4 + [[0.5, 0.5]] * 6)
+    labels = np.array([0, 0, 0, 1] + [0, 1, 0, 1, 0, 1])
+    assert analysis.expected_calibration_error(probabilities, labels) == pytest.approx(0.4 * 0.15)
+    count, accuracy, confidence = analysis.calibration_bins(probabilities, labels)
+    assert count.sum() == 10 and count[13] == 4 and count[7] == 6  # (13/15, 14/15] and (7/15, 8/15]
+    assert accuracy[13] == pytest.approx(0.75) and confidence[7] == pytest.approx(0.5)
+    assert np.isnan(accuracy[0])
+
+
+def test_calibration_lowers_the_validation_cross_entropy_of_a_real_network(mnist):
+    model = analysis.build_model()
+    images, labels = mnist.x_train[:512], mnist.y_train[:512]
+    analysis.fit(analysis.compile_model(model, 3e-3, 8), (images, labels), (images[:0], labels[:0]), epochs=1,
+                 batch_size=64, seed=1, verbose=0)
+    validation = (mnist.x_test[:500], mnist.y_test[:500])
+    calibrated, found = analysis.calibrate(model, validation, shift_average=False)
+    assert found["validation_cross_entropy_after"] < found["validation_cross_entropy_before"]
+    plain = analysis.predict_views(analysis.float32_copy(model), validation[0], shift_average=True)
+    scaled = analysis.predict_views(calibrated, validation[0], shift_average=True)
+    np.testing.assert_array_equal(analysis.average_views(plain).argmax(1), analysis.average_views(scaled).argmax(1))
+    assert not np.allclose(analysis.average_views(plain), analysis.average_views(scaled), atol=1e-3)
+
+
+def test_float32_copy_of_a_bfloat16_network_predicts_the_same_and_saves_portably(mnist, tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = analysis.build_model()
+    keras.config.set_dtype_policy("float32")
+    images = analysis.prepare_images(mnist.x_test[:64])
+    copy = analysis.float32_copy(model, temperature=0.5)
+    analysis.save_model(copy, tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert {layer.dtype_policy.name for layer in restored.layers} == {"float32"}
+    assert {layer.dtype_policy.name for layer in model.layers[:-1]} == {"mixed_bfloat16"}
+    sharpened = analysis.scipy.special.softmax(np.log(model.predict(images, verbose=0)) / 0.5, axis=1)
+    np.testing.assert_allclose(restored.predict(images, verbose=0), sharpened, atol=0.02)  # bfloat16's rounding
+
+
+def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
+    model = analysis.build_model()
+    images = analysis.prepare_images(mnist.x_test[:32])
+    analysis.save_model(model, tmp_path / "new" / "folder" / "m.keras")
+    restored = keras.models.load_model(tmp_path / "new" / "folder" / "m.keras")
+    np.testing.assert_array_equal(model.predict(images, verbose=0), restored.predict(images, verbose=0))
+    assert [p.name for p in (tmp_path / "new" / "folder").iterdir()] == ["m.keras"]
 
 
 def test_report_has_the_original_shape():
@@ -162,11 +251,93 @@ def test_per_class_metrics_cover_every_digit():
     assert metrics["7"]["support"] == 0
 
 
-def test_precision_follows_the_hardware(monkeypatch):
-    assert analysis.pick_precision([]) in {"float32", "mixed_bfloat16"}
-    monkeypatch.setattr(analysis.tf.config.experimental, "get_device_details",
-                        lambda gpu: {"compute_capability": (7, 5)})
-    assert analysis.pick_precision(["old gpu"]) == "float32"
-    monkeypatch.setattr(analysis.tf.config.experimental, "get_device_details",
-                        lambda gpu: {"compute_capability": (9, 0)})
-    assert analysis.pick_precision(["hopper"]) == "mixed_bfloat16"
+# ---------------------------------------------------------------------------------------------
+# Precision and device, on CPUs with and without bfloat16 and on GPUs faked through tf.config
+
+
+@pytest.mark.parametrize("bf16, requested, expected", [
+    (True, "auto", "mixed_bfloat16"), (False, "auto", "float32"), (True, "float32", "float32"),
+    (True, "bfloat16", "mixed_bfloat16"),
+])
+def test_cpu_precision(monkeypatch, bf16, requested, expected):
+    monkeypatch.setattr(analysis, "cpu_has_bfloat16", lambda: bf16)
+    assert analysis.pick_precision(requested) == expected
+
+
+@pytest.mark.parametrize("bf16, requested, message", [
+    (False, "bfloat16", "--precision bfloat16: this CPU has no native bfloat16 arithmetic (it needs AVX512_BF16 or AMX)"),
+    (True, "float16", "--precision float16: this CPU has no native float16 arithmetic (it needs an NVIDIA GPU"),
+])
+def test_cpu_refuses_what_it_cannot_do(monkeypatch, bf16, requested, message):
+    monkeypatch.setattr(analysis, "cpu_has_bfloat16", lambda: bf16)
+    with pytest.raises(analysis.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        analysis.pick_precision(requested)
+
+
+def test_cpu_bfloat16_is_read_from_its_flags(monkeypatch):
+    for flags, expected in (("fpu avx512f avx512_bf16 fma", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu avx2 avx512f", False), ("", False)):
+        monkeypatch.setattr(analysis, "cpu_info", lambda flags=flags: f"flags\t\t: {flags}\n")
+        assert analysis.cpu_has_bfloat16() is expected
+
+
+class FakeGPU:
+    name, device_type = "/physical_device:GPU:0", "GPU"
+
+
+GPUS = {(6, 1): "NVIDIA GeForce GTX 1080", (7, 5): "Tesla T4", (8, 0): "NVIDIA A100-SXM4-40GB",
+        (9, 0): "NVIDIA H100 80GB HBM3"}
+
+
+def fake_gpu(monkeypatch, capability):
+    """Make tf.config report one GPU of this compute capability (None: no GPU) in a CUDA build with a driver."""
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [FakeGPU()] if capability else [])
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: None)
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": capability, "device_name": GPUS[capability]})
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: None)
+    monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
+    monkeypatch.setattr(analysis, "nvidia_driver_present", lambda: True)
+
+
+def runtime_args(**flags):
+    return argparse.Namespace(**{"precision": "auto", "xla": None, "no_accel": False, "seed": 1, **flags})
+
+
+@pytest.mark.parametrize("capability, precision", [
+    ((6, 1), "float32"), ((7, 5), "mixed_float16"), ((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"),
+])
+def test_faked_gpus_get_their_precision_xla_and_device_line(monkeypatch, capability, precision):
+    fake_gpu(monkeypatch, capability)
+    runtime = analysis.configure_runtime(runtime_args())
+    assert runtime.precision == precision and keras.config.dtype_policy().name == precision
+    assert runtime.xla and runtime.gpu
+    assert runtime.device == f"{GPUS[capability]} (compute capability {capability[0]}.{capability[1]})"
+    assert analysis.configure_runtime(runtime_args(xla=False)).xla is False
+
+
+@pytest.mark.parametrize("capability, requested", [((6, 1), "float16"), ((7, 5), "bfloat16")])
+def test_faked_gpus_refuse_what_they_cannot_do(monkeypatch, capability, requested):
+    fake_gpu(monkeypatch, capability)
+    with pytest.raises(analysis.UsageError, match=f"this GPU \\(compute capability {capability[0]}.{capability[1]}\\) "
+                       f"has no native {requested}"):
+        analysis.configure_runtime(runtime_args(precision=requested))
+
+
+def test_a_cuda_build_without_a_usable_gpu_says_so_once(monkeypatch, capsys):
+    fake_gpu(monkeypatch, None)
+    runtime = analysis.configure_runtime(runtime_args(precision="float32"))
+    assert not runtime.gpu and not runtime.xla and runtime.device.startswith("CPU (")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: TensorFlow finds no usable GPU")
+    assert lines[0].endswith("training on the CPU")
+    analysis.configure_runtime(runtime_args(precision="float32", no_accel=True))  # asked for the CPU: no warning
+    monkeypatch.setattr(analysis, "nvidia_driver_present", lambda: False)  # no NVIDIA driver: no warning
+    analysis.configure_runtime(runtime_args(precision="float32"))
+    assert capsys.readouterr().err == ""
+
+
+def test_map_parallelism_leaves_the_cores_to_training_on_a_cpu(monkeypatch):
+    for cores, cpu, gpu in ((2, 1, 1), (16, 4, 14), (None, 1, 1)):
+        monkeypatch.setattr(analysis.os, "cpu_count", lambda cores=cores: cores)
+        assert (analysis.map_parallelism(False), analysis.map_parallelism(True)) == (cpu, gpu)
