@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # TensorFlow (with Keras on it), scikit-learn, SciPy and matplotlib take seconds to import, so main()
 # imports them with import_libraries() once the arguments are read: --help and usage errors answer
@@ -732,29 +733,56 @@ def save_model(model, path):
 # ---------------------------------------------------------------------------------------------
 # Your own handwriting
 
+WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
-def load_drawing(path):
-    """Open a PNG or JPEG as grayscale floats in [0, 1], flattening any transparency onto white."""
+
+def pictures_in(path):
+    """The pictures a path names: the file itself, or every PNG and JPEG in a folder, in sorted order."""
+    if not path.is_dir():
+        return [path]
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"not a readable image ({error})") from None
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file())
+    except OSError as error:
+        raise DataError(f"cannot list the folder ({error.strerror})") from None
+    if not found:
+        raise DataError("no PNG or JPEG pictures in this folder")
+    return found
 
 
-def paper_tone(ink):
-    """The paper's own tone under each pixel: an opening wider than any stroke, on a thumbnail.
+def load_drawing(path, longest=WORKING_SIDE):
+    """Open a picture as grayscale floats in [0, 1], shrunk to at most `longest` pixels on its longer side.
 
-    Subtracting it keeps uneven light (a shadow, a vignette) from reading as ink."""
-    image = Image.fromarray(ink, "F")
-    thumbnail = image.resize(scaled_size(image.size, min(64, max(image.size))), Image.Resampling.BOX)
-    window = 2 * (max(thumbnail.size) // 6) + 1
-    opened = thumbnail.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
-    return np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+    JPEGs are decoded straight at a reduced scale, so a 12-megapixel photo opens in tens of
+    milliseconds; transparency is flattened onto white; a picture over Pillow's pixel limit (a
+    decompression bomb, or just too big) is refused before it is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.draft("L", (longest, longest))
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    rgba = image.convert("RGBA")
+                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+                if image.mode.startswith("I"):  # 16- or 32-bit integers: 8-bit, without clipping at 255
+                    pixels = np.asarray(image, np.float64)
+                    image = Image.fromarray(np.uint8(pixels / (257 if pixels.max() > 255 else 1)))
+                gray = image.convert("L")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"refused: {error}") from None
+    except UnidentifiedImageError:
+        raise DataError("not a picture (not a format Pillow reads, or empty)") from None
+    except OSError as error:
+        if error.strerror:  # missing, unreadable, a directory
+            raise DataError(f"cannot read ({error.strerror})") from None
+        raise DataError(f"not a readable picture ({error})") from None
+    except (SyntaxError, ValueError, EOFError) as error:
+        raise DataError(f"not a readable picture ({error})") from None
+    if max(gray.size) > longest:
+        gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
+    return np.asarray(gray, np.float32) / 255
 
 
 def scaled_size(size, longest):
@@ -763,56 +791,199 @@ def scaled_size(size, longest):
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def ink_from_paper(gray):
-    """Map a grayscale picture to ink intensity: 0 for paper, 1 for the strongest ink.
+def ink_map(gray, smooth, window, light):
+    """Ink strength under each pixel: about 0 on the paper, positive on the strokes (dark ones, or light ones).
 
-    Ink is whichever side of the median (paper) tone reaches further, so dark ink on light or
-    grey paper and light chalk on a dark board both work."""
-    paper = float(np.median(gray))
-    ink = paper - gray if paper - gray.min() > gray.max() - paper else gray - paper
-    ink = ink - paper_tone(ink)
-    contrast = float(ink.max())
-    if contrast < 0.1:
-        raise DataError("no ink found: the image is blank or nearly uniform")
-    return np.clip(ink / contrast, 0, 1)
+    The paper's own tone is taken by a closing (for light ink, an opening) of the picture smoothed by
+    a one-pixel Gaussian, `window` pixels wide, and subtracted: uneven light or a vignette does not
+    read as ink, and a sheet's straight edge leaves nothing behind."""
+    if light:
+        return gray - scipy.ndimage.grey_opening(smooth, size=window)
+    return scipy.ndimage.grey_closing(smooth, size=window) - gray
 
 
 def stroke_width(mask):
-    """Mean stroke width of a boolean ink mask: twice its area over its perimeter."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return 2 * mask.sum() / max(1, (mask & ~inner).sum())
+    """Mean stroke width of a boolean ink mask, in pixels: four times its pixels' mean distance to the
+    paper, less the two that counting whole pixels adds (exact for straight strokes; 1.5 times the
+    radius for a filled disc). Ragged edges hardly change it."""
+    if not mask.any():
+        return 0.0
+    return 4 * float(scipy.ndimage.distance_transform_edt(mask)[mask].mean()) - 2
 
 
-def ink_box(ink):
-    """Bounding box (top, bottom, left, right) of the strokes, ignoring specks of noise."""
-    # Paper texture and camera noise stay below half strength once slightly blurred; strokes do not.
-    radius = max(1, min(ink.shape) / 200)
-    blurred = np.asarray(Image.fromarray(np.uint8(ink * 255)).filter(ImageFilter.GaussianBlur(radius)))
-    strokes = blurred > 0.5 * blurred.max()
+def locate_digit(ink):
+    """The digit's strokes as a boolean mask, their strength and the picture's noise; or DataError.
+
+    Ink is found where the slightly smoothed ink map stands clear of the paper's noise (with the
+    fainter parts of strong strokes), less the lines of ruled paper. Its connected pieces are weighed
+    by their ink over their stroke width, in effect their strokes' length: a pen's long strokes
+    outweigh a solid corner of the table. The heaviest piece is the digit, with the lesser pieces
+    close around it (a 5's bar, a broken pen line); specks elsewhere are not, nor is ink that runs
+    along a whole side of the picture (a sheet's edge)."""
+    smooth = without_ruled_lines(scipy.ndimage.gaussian_filter(ink, 1))
+    noise = noise_level(smooth)
+    inked = smooth > max(4 * noise, 0.1 * smooth.max(), 0.02)
+    pieces, count = scipy.ndimage.label(inked, np.ones((3, 3)))
+    strong = np.zeros(count + 1, bool)
+    strong[pieces[smooth > max(5 * noise, 0.2 * smooth.max(), 0.04)]] = True
+    if not strong[1:].any():
+        raise DataError("no digit found (the picture is blank or nearly uniform)")
+    area = np.bincount(pieces.ravel(), minlength=count + 1)
+    depth = np.bincount(pieces.ravel(), scipy.ndimage.distance_transform_edt(inked).ravel(), count + 1)
+    width = np.maximum(1, 4 * depth / np.maximum(area, 1) - 2)  # each piece's stroke_width
+    weight = (np.bincount(pieces.ravel(), smooth.ravel(), count + 1) / width * strong)[1:]
+    weight[edge_contact(pieces, count) > 0.9] = 0
+    if not weight.any():
+        raise DataError("no digit found (the only ink runs along the picture's edge, like a sheet's edge)")
+    boxes = scipy.ndimage.find_objects(pieces)
+    digit = [int(weight.argmax())]
+    for _ in range(2):  # pieces near the digit, then pieces near those
+        top, bottom, left, right = bounding_box(boxes, digit)
+        reach = 0.25 * max(bottom - top, right - left)
+        digit = [i for i, box in enumerate(boxes) if weight[i] >= 0.02 * weight.max() and
+                 box[0].start >= top - reach and box[0].stop <= bottom + reach and
+                 box[1].start >= left - reach and box[1].stop <= right + reach]
+    strokes = np.isin(pieces, np.array(digit) + 1)
+    return strokes, float(np.percentile(smooth[strokes], 90)), noise
+
+
+def without_ruled_lines(ink):
+    """The ink map less the lines of ruled paper: two or more thin lines (each under 2 % of the picture
+    thick) running across nine tenths of it, horizontally or vertically. The bars of a tightly
+    cropped digit are thicker, and a single line may be a tightly cropped 1: those stay."""
+    for axis in (0, 1):
+        size = [1, 1]
+        size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
+        lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
+        if lines.max() <= 0:
+            continue
+        crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
+        starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
+        if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]):
+            ink = ink - lines
+    return ink
+
+
+def noise_level(smooth):
+    """The standard deviation of the paper's noise, from the values below the commonest one.
+
+    The paper is the picture's commonest tone, however much of it is ink (a tight crop), and ink only
+    ever adds to the ink map: so the values below the histogram's peak are paper alone, half of its
+    noise's bell, whose median distance from the peak is 0.674 standard deviations."""
+    counts, edges = np.histogram(smooth, bins=256)
+    peak = edges[counts.argmax():counts.argmax() + 2].mean()
+    below = peak - smooth[smooth < peak]
+    return 1.4826 * float(np.median(below)) if below.size else 0.0
+
+
+def edge_contact(pieces, count, depth=2):
+    """For each of the `count` labelled pieces, the largest share of any one side of the picture it runs along."""
+    height, width = pieces.shape
+    sides = ((pieces[:depth], width), (pieces[-depth:], width), (pieces[:, :depth], height), (pieces[:, -depth:], height))
+    return np.max([np.bincount(side.ravel(), minlength=count + 1)[1:] / (depth * length) for side, length in sides],
+                  axis=0)
+
+
+def bounding_box(boxes, chosen):
+    """(top, bottom, left, right) around the chosen pieces' boxes."""
+    return (min(boxes[i][0].start for i in chosen), max(boxes[i][0].stop for i in chosen),
+            min(boxes[i][1].start for i in chosen), max(boxes[i][1].stop for i in chosen))
+
+
+def extent_of(mask):
+    """The longer side of a boolean mask's bounding box."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+
+
+def contrast_with_surroundings(gray, core, strokes):
+    """How far the strokes' tone (at their `core`) lies from the paper's around them, in a box twice their size.
+
+    Read the wrong way round, the paper between a digit's strokes looks like ink too; but its tone is
+    the paper's own, so this contrast tells which reading is right."""
     rows, cols = np.flatnonzero(strokes.any(1)), np.flatnonzero(strokes.any(0))
-    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    half_height, half_width = (rows[-1] - rows[0]) // 2 + 1, (cols[-1] - cols[0]) // 2 + 1
+    box = (slice(max(0, rows[0] - half_height), rows[-1] + half_height),
+           slice(max(0, cols[0] - half_width), cols[-1] + half_width))
+    around = ~scipy.ndimage.binary_dilation(strokes[box], iterations=2)
+    if not around.any() or not core[box].any():
+        return 0.0
+    return abs(float(np.median(gray[box][core[box]]) - np.median(gray[box][around])))
+
+
+def read_digit(gray, light):
+    """Find the digit written dark on light paper (or light on a dark board): its strokes, their
+    strength, their contrast with the paper around them, and the ink map; or DataError, saying why.
+
+    The paper's tone is taken over a window a quarter of the picture wide, or half the digit's size
+    where that is more (a tight crop of thick strokes). What is found must look like writing: large
+    enough, strokes rather than a blob, well above the noise, standing out from the paper around it,
+    and the same when the window is twice as wide: pen strokes are narrower than either window,
+    while a shadow's soft tone changes with it."""
+    window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
+    ink = ink_map(gray, smooth_gray, window, light)
+    strokes, strength, noise = locate_digit(ink)
+    if extent_of(strokes) > 2 * window:
+        window = extent_of(strokes) // 2 + 1
+        ink = ink_map(gray, smooth_gray, window, light)
+        strokes, strength, noise = locate_digit(ink)
+    extent, core = extent_of(strokes), strokes & (scipy.ndimage.gaussian_filter(ink, 1) > 0.5 * strength)
+    if extent < max(6, 0.03 * min(ink.shape)):
+        raise DataError(f"no digit found (the only ink is a speck {extent} pixels across)")
+    if extent_of(core) < 2.5 * stroke_width(core):
+        raise DataError("no digit found (the ink is a blob, not pen strokes)")
+    if strength < 8 * noise:
+        raise DataError("no digit found (the marks are too faint against the picture's noise)")
+    if np.median((ink_map(gray, smooth_gray, 2 * window, light) - ink)[strokes]) > 0.35 * strength:
+        raise DataError("no digit found (the marks are a broad change of tone, like a shadow, not pen strokes)")
+    contrast = contrast_with_surroundings(gray, core, strokes)
+    if contrast < 0.4 * strength:
+        raise DataError("no digit found (the marks do not stand out from the paper around them)")
+    return strokes, strength, contrast, ink
+
+
+def cropped(image, level=0.1):
+    """The image cut down to the box of its pixels above `level`."""
+    rows, cols = np.flatnonzero(image.max(1) > level), np.flatnonzero(image.max(0) > level)
+    return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def with_stroke_width(digit, target):
+    """The digit's strokes thickened or thinned, by a disk, to about `target` pixels wide."""
+    width = stroke_width(digit > 0.5)
+    if 0.8 * target <= width <= 1.5 * target:
+        return digit
+    size = min(round(abs(target - width)) + 1, round(target))
+    radius = size // 2
+    disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= size / 2
+    change = scipy.ndimage.grey_dilation if width < target else scipy.ndimage.grey_erosion
+    changed = change(np.pad(digit, size), footprint=disk)
+    return cropped(changed) if changed.max() > 0.5 else digit  # a blob would erode away: leave it be
 
 
 def preprocess_drawing(gray):
     """Turn a grayscale picture of one digit into a 28x28 MNIST-style image in [0, 1].
 
-    As MNIST was made: ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
-    aspect ratio, pasted into 28x28 with the centre of mass at the centre. Pen-thin strokes are
-    first thickened to MNIST's width (about 2.6 pixels in the 20x20 box), or they would fade out."""
-    ink = ink_from_paper(gray)
-    top, bottom, left, right = ink_box(ink)
-    scale = 20 / max(bottom - top, right - left)
-    width = stroke_width(ink[top:bottom, left:right] > 0.5) * scale
-    if width < 2:
-        grow = 2 * round((2.6 - width) / scale / 2) + 1
-        ink = np.asarray(Image.fromarray(ink, "F").filter(ImageFilter.MaxFilter(grow)))
-        top, bottom, left, right = ink_box(ink)
-    crop = Image.fromarray(ink[top:bottom, left:right], "F")
-    digit = np.asarray(crop.resize(scaled_size(crop.size, 20), Image.Resampling.LANCZOS)).clip(0, 1)
+    As MNIST was made: ink bright on black, cropped to the digit, scaled to fit 20x20 keeping its
+    aspect ratio, pasted into 28x28 with the centre of mass at the centre. The ink is dark on light
+    paper, or light on a dark board: whichever reading finds strokes that stand out from the paper
+    around them. Along the way the strokes are brought to
+    MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
+    final scale."""
+    readings, refusals = [], []
+    for light in (False, True):
+        try:
+            readings.append(read_digit(gray, light))
+        except DataError as refusal:
+            refusals.append(refusal)
+    if not readings:
+        raise refusals[0]  # why the dark-ink reading, the usual one, found no digit
+    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
+    near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
+    crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
+    fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)
+    fine = Image.fromarray(with_stroke_width(fine, 4 * MNIST_STROKE).astype(np.float32), "F")
+    digit = np.asarray(fine.resize(scaled_size(fine.size, 20), Image.Resampling.BOX)).clip(0, 1)
     canvas = np.zeros((IMAGE_SIDE + 2 * 20, IMAGE_SIDE + 2 * 20), np.float32)  # margin for the shift
     mass_row, mass_col = (np.indices(digit.shape) * digit).reshape(2, -1).sum(1) / digit.sum()
     top, left = 20 + round(IMAGE_SIDE / 2 - mass_row), 20 + round(IMAGE_SIDE / 2 - mass_col)
@@ -820,21 +991,36 @@ def preprocess_drawing(gray):
     return canvas[20:20 + IMAGE_SIDE, 20:20 + IMAGE_SIDE]
 
 
-def predict_drawings(model, paths, shift_average=True):
-    """Classify each picture; print `PATH: DIGIT (confidence C)`, or an error line; count failures."""
-    readable, images = [], []
+def prepare_pictures(paths):
+    """Prepare every picture the paths name; print one error line for each that fails.
+
+    Returns the pictures' paths, their 28x28 uint8 digits, and the number of failures."""
+    prepared, digits, failures = [], [], 0
     for path in paths:
         try:
-            images.append(preprocess_drawing(load_drawing(path)))
-            readable.append(path)
+            pictures = pictures_in(path)
         except DataError as error:
+            pictures = []
             print(f"{path}: error: {error}", file=sys.stderr)
-    if images:
-        pixels = np.round(np.stack(images) * 255).astype(np.uint8)  # as MNIST stores its digits
-        probabilities = average_views(predict_views(model, pixels, shift_average))
-        for path, row in zip(readable, probabilities):
+            failures += 1
+        for picture in pictures:
+            try:
+                digits.append(np.round(preprocess_drawing(load_drawing(picture)) * 255).astype(np.uint8))
+                prepared.append(picture)
+            except DataError as error:
+                print(f"{picture}: error: {error}", file=sys.stderr)
+                failures += 1
+    return prepared, digits, failures
+
+
+def predict_drawings(model, paths, shift_average=True):
+    """Classify each picture; print `PATH: DIGIT (confidence C)`, or an error line; count failures."""
+    prepared, digits, failures = prepare_pictures(paths)
+    if digits:
+        probabilities = average_views(predict_views(model, np.stack(digits), shift_average))
+        for path, row in zip(prepared, probabilities):
             print(f"{path}: {row.argmax()} (confidence {row.max():.2f})")
-    return len(paths) - len(readable)
+    return failures
 
 
 def load_trained_model(path):
