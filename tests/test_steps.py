@@ -117,7 +117,8 @@ def test_training_stream_is_prepared_shuffled_augmented_and_repeatable(parallel_
 def test_inference_stream_prepares_batches_in_order(mnist):
     images, labels = mnist.x_test[:1500], mnist.y_test[:1500]
     batches = list(analysis.inference_stream(images, labels).as_numpy_iterator())
-    assert [len(b[0]) for b in batches] == [analysis.INFERENCE_BATCH, 1500 - analysis.INFERENCE_BATCH]
+    full, rest = divmod(1500, analysis.INFERENCE_BATCH)
+    assert [len(b[0]) for b in batches] == [analysis.INFERENCE_BATCH] * full + [rest] * (rest > 0)
     prepared = np.concatenate([b[0] for b in batches])
     np.testing.assert_array_equal(np.round(prepared[..., 0] * 255), images)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]).argmax(1), labels)
