@@ -243,7 +243,6 @@ def split_holdout(images, labels, fraction, rng):
     return (images[order[held:]], labels[order[held:]]), (images[order[:held]], labels[order[:held]])
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Cast, scale, one-hot: applied to each batch as it is fed, so the images stay uint8 in memory
 
@@ -552,8 +551,9 @@ def average_views(log_probabilities):
     """Class probabilities from the views' mean log-probability, a geometric mean of the views' votes.
 
     Averaging in log space keeps the argmax independent of the temperature, so calibration changes
-    no prediction. Four more views of each image bought 0.07, 0.00 and 0.09 % of validation accuracy
-    on seeds 1-3: the network has learnt shifted digits, so it votes on them."""
+    no prediction. Four more views of each image bought 0.10, 0.00 and 0.09 % of validation accuracy
+    on seeds 1-3 (the arithmetic mean: 0.07, 0.00, 0.09): the network has learnt shifted digits, so
+    it votes on them."""
     return scipy.special.softmax(log_probabilities.mean(0), axis=-1)
 
 
@@ -713,7 +713,8 @@ def plot_reliability(probabilities, labels, path, bins=CALIBRATION_BINS):
     for left, n in zip(edges[:-1], count):
         if n:  # nothing to write on an empty bin, and 0 has no place on a log scale
             bottom.text(left + 0.5 / bins, n, str(n), ha="center", va="bottom", fontsize=7)
-    bottom.set(xlabel="confidence (the highest class probability)", ylabel="images", xlim=(0, 1))
+    bottom.set(xlabel="confidence (the highest class probability)", ylabel="images", xlim=(0, 1),
+               ylim=(0.5, 10 * max(1, count.max())))  # room above the tallest bar for its count
     save_figure(figure, path)
 
 
@@ -1097,6 +1098,8 @@ def parse_args(argv):
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")
     if args.model and not args.predict:
         parser.error("--model is only used with --predict")
+    if args.predict and (args.output_dir or args.save_model):
+        parser.error("--output-dir and --save-model are for training runs, not --predict")
     if args.save_model and args.save_model.suffix != ".keras":
         parser.error(f"--save-model must end in .keras, not {args.save_model.name!r}")
     return args, parser

@@ -1,12 +1,13 @@
-"""Benchmark: the default `python analysis.py` against the classic Keras MNIST CNN, side by side.
+"""Benchmark: the default `python analysis.py`, in both precisions, against the classic Keras MNIST CNN.
 
-    python bench/compare.py                 # seeds 1 2 3, both recipes, about 40 minutes on 2 cores
-    python bench/compare.py --skip-classic  # the default run alone
+    python bench/compare.py                 # seeds 1 2 3: classic, auto, float32; about an hour on 2 cores
+    python bench/compare.py --skip-classic  # analysis.py alone
 
 Each run is a whole process, timed from start to exit, one after another (never two at once),
-classic and default alternating so that drift on a shared machine hits both alike. Prints test
-accuracy per seed, medians, wall times, their ratio, peak resident memory, and the smoke run's time.
-A benchmark, not a test: CI does not run it.
+the recipes alternating within each seed so that drift on a shared machine hits them alike. Prints
+test accuracy per seed, medians, wall times and their ratio to the classic's, peak resident memory,
+and the smoke run's time. `--precision auto` resolves to float32 on a CPU without bfloat16; the
+float32 runs are then skipped as duplicates. A benchmark, not a test: CI does not run it.
 """
 
 import argparse
@@ -24,7 +25,7 @@ SMOKE = ["--epochs", "1", "--train-samples", "2000", "--test-samples", "500"]
 
 
 def timed_run(command):
-    """Run a command to completion; return (wall seconds, its own peak RSS in MB, stdout)."""
+    """Run a command to completion; return (wall seconds, its own peak RSS in MiB, stdout)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True)
@@ -46,12 +47,13 @@ def main(argv=None):
     """Run the comparison and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--skip-classic", action="store_true", help="time the default run alone")
+    parser.add_argument("--skip-classic", action="store_true", help="time analysis.py alone")
     parser.add_argument("--smoke-repeats", type=int, default=3)
     parser.add_argument("--log-dir", type=Path, help="keep each run's output here")
     args = parser.parse_args(argv)
     python = sys.executable
-    recipes = {"default": [python, "analysis.py"]}
+    recipes = {"auto": [python, "analysis.py", "--precision", "auto"],
+               "float32": [python, "analysis.py", "--precision", "float32"]}
     if not args.skip_classic:
         recipes = {"classic": [python, "bench/classic.py"], **recipes}
 
@@ -60,26 +62,30 @@ def main(argv=None):
     results = {name: [] for name in recipes}
     for seed in args.seeds:
         for name, command in recipes.items():
+            if name == "float32" and results["auto"] and results["auto"][-1][3] == "float32":
+                continue  # auto already ran in float32 on this CPU
             wall, peak, stdout = timed_run([*command, "--seed", str(seed)])
             if args.log_dir:
                 (args.log_dir / f"{name}-seed{seed}.txt").write_text(stdout)
-            accuracy = accuracy_of(stdout)
-            results[name].append((accuracy, wall, peak))
-            print(f"{name:8s} seed {seed}: accuracy {accuracy:.4f}  wall {wall:6.1f} s  "
-                  f"peak RSS {peak:5.0f} MB", flush=True)
+            precision = re.search(r"^Device: .*?, (\S+) precision", stdout, re.MULTILINE)
+            precision = precision.group(1) if precision else "float32"
+            results[name].append((accuracy_of(stdout), wall, peak, precision))
+            print(f"{name:8s} seed {seed}: accuracy {accuracy_of(stdout):.4f}  wall {wall:6.1f} s  "
+                  f"peak RSS {peak:5.0f} MiB  ({precision})", flush=True)
     smoke = [timed_run([python, "analysis.py", *SMOKE])[0] for _ in range(args.smoke_repeats)]
 
-    print("\n| recipe | accuracy by seed | median accuracy | median wall | max peak RSS |")
-    print("|---|---|---|---|---|")
-    medians = {}
+    print("\n| recipe | precision | accuracy by seed | median accuracy | median wall | ratio to classic | max peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    classic = statistics.median(row[1] for row in results["classic"]) if "classic" in results else None
     for name, rows in results.items():
-        accuracies, walls, peaks = zip(*rows)
-        medians[name] = statistics.median(walls)
-        print(f"| {name} | {' / '.join(f'{100 * a:.2f}' for a in accuracies)} % "
-              f"| {100 * statistics.median(accuracies):.2f} % | {medians[name]:.0f} s | {max(peaks):.0f} MB |")
-    if "classic" in medians:
-        print(f"\nwall-time ratio default / classic (medians): {medians['default'] / medians['classic']:.2f}")
-    print(f"smoke run ({' '.join(SMOKE)}): median {statistics.median(smoke):.1f} s of {len(smoke)}")
+        if not rows:
+            continue
+        accuracies, walls, peaks, precisions = zip(*rows)
+        wall = statistics.median(walls)
+        ratio = f"{wall / classic:.2f}" if classic else "-"
+        print(f"| {name} | {precisions[0]} | {' / '.join(f'{100 * a:.2f}' for a in accuracies)} % "
+              f"| {100 * statistics.median(accuracies):.2f} % | {wall:.0f} s | {ratio} | {max(peaks):.0f} MiB |")
+    print(f"\nsmoke run ({' '.join(SMOKE)}): median {statistics.median(smoke):.1f} s of {len(smoke)}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def test_a_missing_model_fails_cleanly_after_the_heavy_imports():  # so the chec
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
     (["--model", "m.keras"], "--model is only used with --predict"),
+    (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "are for training runs, not --predict"),
     (["--epoch", "3"], "unrecognized arguments"),
 ])
 def test_bad_flags_exit_2_with_a_usage_message(flags, message):
