@@ -58,6 +58,11 @@ def test_same_seed_prints_the_same_report_whatever_backend_keras_is_set_to(smoke
     np.testing.assert_array_equal(parse_report(first.stdout)[2], parse_report(second.stdout)[2])
 
 
+def run_timing_imports(*args):
+    """Run the CLI under `python -X importtime`, TensorFlow's log on so that its import is not silenced."""
+    return run_cli(*args, flags=["-X", "importtime"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+
+
 def heavy_imports(result):
     """The heavy libraries a `python -X importtime` run imported."""
     return {name for name in ("tensorflow", "keras", "sklearn", "matplotlib", "scipy")
@@ -70,14 +75,14 @@ def heavy_imports(result):
     (["--output-dir", "analysis.py"], 1, "it exists and is not a directory"),
 ])
 def test_help_usage_errors_and_bad_paths_answer_before_the_heavy_imports(args, status, output):
-    result = run_cli(*args, flags=["-X", "importtime"])
+    result = run_timing_imports(*args)
     assert result.returncode == status
     assert output in result.stdout + result.stderr
     assert heavy_imports(result) == set()
 
 
 def test_a_missing_model_fails_cleanly_after_the_heavy_imports():  # so the check above can fail
-    result = run_cli("--predict", "none.png", "--model", "none.keras", flags=["-X", "importtime"])
+    result = run_timing_imports("--predict", "none.png", "--model", "none.keras")
     assert result.returncode == 1 and script_lines(result.stderr) == ["error: none.keras: no such model file"]
     assert {"tensorflow", "keras", "sklearn"} <= heavy_imports(result)
 
