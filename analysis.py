@@ -24,12 +24,12 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +56,16 @@ def stderr_silenced():
 
 
 def tensorflow_log_silenced():
-    """Silence TensorFlow's C++ log, unless TF_CPP_MIN_LOG_LEVEL asks for some of it."""
-    return stderr_silenced() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3" else contextlib.nullcontext()
+    """Silence TensorFlow's C++ log, unless TF_CPP_MIN_LOG_LEVEL is 0 or 1 (its information wanted)."""
+    return contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") else stderr_silenced()
 
 
 def import_libraries():
     """Import TensorFlow, Keras, scikit-learn, SciPy and matplotlib, with TensorFlow's start-up log silenced."""
     global tf, keras, sklearn, scipy, matplotlib
-    # TensorFlow's C++ log is silenced unless the user sets TF_CPP_MIN_LOG_LEVEL; its start-up part
-    # ignores the variable in TF 2.21 (absl prints it before logging is initialised), hence the fd.
+    # TensorFlow's C++ log is silenced unless the user sets TF_CPP_MIN_LOG_LEVEL to 0 or 1; its
+    # start-up part ignores the variable in TF 2.21 (absl prints it before logging is initialised),
+    # hence the file descriptor, which would also hide errors: so at level 2, errors at start-up too.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
     # set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
@@ -304,7 +305,8 @@ def pick_precision(requested, gpu_capability=None):
     bfloat16 needs AVX512_BF16 or AMX on a CPU, compute capability 8.0 on a GPU; float16 needs a GPU
     of compute capability 7.0 (tensor cores). A choice the hardware cannot do is refused."""
     if gpu_capability is not None:
-        where = f"this GPU (compute capability {gpu_capability[0]}.{gpu_capability[1]})"
+        where = f"this GPU (compute capability {gpu_capability[0]}.{gpu_capability[1]})" if any(gpu_capability) \
+            else "this GPU (of unknown compute capability)"
         native = {"bfloat16": gpu_capability >= (8, 0), "float16": gpu_capability >= (7, 0)}
         needs = {"bfloat16": "compute capability 8.0 or more", "float16": "compute capability 7.0 or more"}
     else:
@@ -330,9 +332,8 @@ def describe_device(gpu_details):
 
 
 def nvidia_driver_present():
-    """Whether this machine has an NVIDIA driver (Linux, WSL2) or CUDA wheels installed for TensorFlow."""
-    return (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
-            or find_spec("nvidia") is not None)
+    """Whether this machine has an NVIDIA driver: Linux's record of it, or its nvidia-smi (WSL2 too)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
 def configure_runtime(args):
@@ -342,6 +343,8 @@ def configure_runtime(args):
     keras.utils.set_random_seed(args.seed)
     with tensorflow_log_silenced():
         gpus = tf.config.get_visible_devices("GPU")
+    for gpu in gpus:  # take GPU memory as needed, not all of it at once: the GPU may be shared
+        tf.config.experimental.set_memory_growth(gpu, True)
     gpu_details = tf.config.experimental.get_device_details(gpus[0]) if gpus else None
     capability = (gpu_details.get("compute_capability") or (0, 0)) if gpus else None
     if not gpus:
@@ -522,7 +525,7 @@ def float32_copy(model, temperature=1.0):
     layers = [type(layer).from_config({**layer.get_config(), "dtype": "float32"}) for layer in model.layers]
     *body, softmax = layers
     copy = keras.Sequential([keras.Input(model.input_shape[1:]), *body,
-                             keras.layers.Rescaling(1 / temperature, name="temperature"), softmax],
+                             keras.layers.Rescaling(1 / temperature, name="temperature", dtype="float32"), softmax],
                             name=model.name)
     copy.set_weights(model.get_weights())
     return copy
@@ -611,8 +614,9 @@ def per_class_metrics(labels, predictions):
 
 def versions():
     """Versions of Python and of the libraries the result depends on."""
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "matplotlib": matplotlib.__version__, "pillow": Image.__version__}
 
 
 def write_atomically(path, write):
@@ -736,20 +740,24 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
 
 def pictures_in(path):
-    """The pictures a path names: the file itself, or every PNG and JPEG in a folder, in sorted order."""
+    """The pictures a path names: the file itself, or every picture file in a folder, in sorted order.
+
+    In a folder, pictures are known by their suffix (PICTURE_SUFFIXES); hidden files, such as the
+    '._name.jpg' that macOS leaves beside copies, are skipped."""
     if not path.is_dir():
         return [path]
     try:
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file())
+        found = sorted(p for p in path.iterdir()
+                       if p.suffix.lower() in PICTURE_SUFFIXES and not p.name.startswith(".") and p.is_file())
     except OSError as error:
         raise DataError(f"cannot list the folder ({error.strerror})") from None
     if not found:
-        raise DataError("no PNG or JPEG pictures in this folder")
+        raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder")
     return found
 
 
@@ -757,8 +765,9 @@ def load_drawing(path, longest=WORKING_SIDE):
     """Open a picture as grayscale floats in [0, 1], shrunk to at most `longest` pixels on its longer side.
 
     JPEGs are decoded straight at a reduced scale, so a 12-megapixel photo opens in tens of
-    milliseconds; transparency is flattened onto white; a picture over Pillow's pixel limit (a
-    decompression bomb, or just too big) is refused before it is decoded."""
+    milliseconds; transparency is flattened onto whichever of white and black sets off what is
+    drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped; a picture over Pillow's
+    pixel limit (a decompression bomb, or just too big) is refused before it is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -766,11 +775,9 @@ def load_drawing(path, longest=WORKING_SIDE):
                 image.draft("L", (longest, longest))
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    rgba = image.convert("RGBA")
-                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-                if image.mode.startswith("I"):  # 16- or 32-bit integers: 8-bit, without clipping at 255
-                    pixels = np.asarray(image, np.float64)
-                    image = Image.fromarray(np.uint8(pixels / (257 if pixels.max() > 255 else 1)))
+                    image = flattened(image.convert("RGBA"))
+                if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                    image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
                 gray = image.convert("L")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"refused: {error}") from None
@@ -785,6 +792,23 @@ def load_drawing(path, longest=WORKING_SIDE):
     if max(gray.size) > longest:
         gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
     return np.asarray(gray, np.float32) / 255
+
+
+def flattened(rgba):
+    """A picture with transparency laid on white, or on black where what is drawn is light (a white pen)."""
+    pixels = np.asarray(rgba, np.float32)
+    opaque = pixels[..., 3] > 127
+    light = opaque.any() and pixels[..., :3][opaque].mean() > 127
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
+
+
+def to_8_bits(pixels, white=None):
+    """An 8-bit grayscale picture from wider pixels whose white is `white`, or else guessed from their
+    largest value: 1 for floats in [0, 1], then 255, 65535 or the largest value itself."""
+    if white is None:
+        top = pixels.max(initial=0)
+        white = next((full for full in (1, 255, 65535) if top <= full), top)
+    return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
 
 
 def scaled_size(size, longest):
@@ -804,24 +828,31 @@ def ink_map(gray, smooth, window, light):
     return scipy.ndimage.grey_closing(smooth, size=window) - gray
 
 
+def stroke_widths(mask, pieces, count):
+    """Mean stroke width, in pixels, of each of the `count` labelled pieces of a boolean ink mask (index 0:
+    the paper): four times its pixels' mean distance to the paper, less the two that counting whole
+    pixels adds. Exact for straight strokes, 1.5 times the radius for a filled disc; ragged edges
+    hardly change it."""
+    area = np.bincount(pieces.ravel(), minlength=count + 1)
+    depth = np.bincount(pieces.ravel(), scipy.ndimage.distance_transform_edt(mask).ravel(), count + 1)
+    return np.where(area > 0, 4 * depth / np.maximum(area, 1) - 2, 0.0)
+
+
 def stroke_width(mask):
-    """Mean stroke width of a boolean ink mask, in pixels: four times its pixels' mean distance to the
-    paper, less the two that counting whole pixels adds (exact for straight strokes; 1.5 times the
-    radius for a filled disc). Ragged edges hardly change it."""
-    if not mask.any():
-        return 0.0
-    return 4 * float(scipy.ndimage.distance_transform_edt(mask)[mask].mean()) - 2
+    """Mean stroke width of a boolean ink mask, in pixels (see stroke_widths)."""
+    return float(stroke_widths(mask, mask.astype(int), 1)[1])
 
 
 def locate_digit(ink):
-    """The digit's strokes as a boolean mask, their strength and the picture's noise; or DataError.
+    """The digit's strokes and their core (above half strength) as boolean masks, their strength and the
+    picture's noise; or DataError.
 
     Ink is found where the slightly smoothed ink map stands clear of the paper's noise (with the
     fainter parts of strong strokes), less the lines of ruled paper. Its connected pieces are weighed
     by their ink over their stroke width, in effect their strokes' length: a pen's long strokes
     outweigh a solid corner of the table. The heaviest piece is the digit, with the lesser pieces
-    close around it (a 5's bar, a broken pen line); specks elsewhere are not, nor is ink that runs
-    along a whole side of the picture (a sheet's edge)."""
+    close around it (a 5's bar, a broken pen line); specks elsewhere are not, nor is the edge of a
+    sheet or a table (see edge_pieces)."""
     smooth = without_ruled_lines(scipy.ndimage.gaussian_filter(ink, 1))
     noise = noise_level(smooth)
     inked = smooth > max(4 * noise, 0.1 * smooth.max(), 0.02)
@@ -830,14 +861,12 @@ def locate_digit(ink):
     strong[pieces[smooth > max(5 * noise, 0.2 * smooth.max(), 0.04)]] = True
     if not strong[1:].any():
         raise DataError("no digit found (the picture is blank or nearly uniform)")
-    area = np.bincount(pieces.ravel(), minlength=count + 1)
-    depth = np.bincount(pieces.ravel(), scipy.ndimage.distance_transform_edt(inked).ravel(), count + 1)
-    width = np.maximum(1, 4 * depth / np.maximum(area, 1) - 2)  # each piece's stroke_width
+    width = np.maximum(1, stroke_widths(inked, pieces, count))
     weight = (np.bincount(pieces.ravel(), smooth.ravel(), count + 1) / width * strong)[1:]
-    weight[edge_contact(pieces, count) > 0.9] = 0
+    boxes = scipy.ndimage.find_objects(pieces)
+    weight[edge_pieces(pieces, count, smooth, width)] = 0
     if not weight.any():
         raise DataError("no digit found (the only ink runs along the picture's edge, like a sheet's edge)")
-    boxes = scipy.ndimage.find_objects(pieces)
     digit = [int(weight.argmax())]
     for _ in range(2):  # pieces near the digit, then pieces near those
         top, bottom, left, right = bounding_box(boxes, digit)
@@ -846,7 +875,8 @@ def locate_digit(ink):
                  box[0].start >= top - reach and box[0].stop <= bottom + reach and
                  box[1].start >= left - reach and box[1].stop <= right + reach]
     strokes = np.isin(pieces, np.array(digit) + 1)
-    return strokes, float(np.percentile(smooth[strokes], 90)), noise
+    strength = float(np.percentile(smooth[strokes], 90))
+    return strokes, strokes & (smooth > 0.5 * strength), strength, noise
 
 
 def without_ruled_lines(ink):
@@ -878,12 +908,26 @@ def noise_level(smooth):
     return 1.4826 * float(np.median(below)) if below.size else 0.0
 
 
-def edge_contact(pieces, count, depth=2):
-    """For each of the `count` labelled pieces, the largest share of any one side of the picture it runs along."""
-    height, width = pieces.shape
-    sides = ((pieces[:depth], width), (pieces[-depth:], width), (pieces[:, :depth], height), (pieces[:, -depth:], height))
-    return np.max([np.bincount(side.ravel(), minlength=count + 1)[1:] / (depth * length) for side, length in sides],
-                  axis=0)
+def edge_pieces(pieces, count, smooth, widths):
+    """Which of the `count` labelled pieces are the edge of a sheet or a table, not writing: a boolean each.
+
+    Such a piece runs along a side of the picture (or two, at a corner) for more than 1.5 times its
+    stroke width (`widths`: one a piece, the paper's first), with most of its ink near that side: a strip or
+    a corner of the table, a sliver of paper along a sheet's slanted edge. A tightly cropped 7 runs
+    along the top too, but its ink is mostly elsewhere. Or it is a straight line from one side of the
+    picture to another, thinner than a twentieth of its length."""
+    band = max(2, round(0.15 * min(pieces.shape)))
+    near_sides = (np.s_[:band, :], np.s_[-band:, :], np.s_[:, :band], np.s_[:, -band:])
+    runs = np.array([np.bincount(side, minlength=count + 1) for side in (pieces[0], pieces[-1], pieces[:, 0],
+                                                                         pieces[:, -1])])  # pixels along each side
+    ink_near = np.array([np.bincount(pieces[near].ravel(), smooth[near].ravel(), count + 1) for near in near_sides])
+    ink = np.bincount(pieces.ravel(), smooth.ravel(), count + 1)
+    edge = (ink_near * (runs > 1.5 * widths)).sum(0) > 0.5 * ink
+    for label in np.flatnonzero((runs > 0).sum(0) >= 2)[1:]:  # label 0, the paper, touches every side
+        rows, cols = np.nonzero(pieces == label)
+        spread_across, spread_along = np.linalg.eigvalsh(np.cov(rows, cols)) if len(rows) > 2 else (1, 1)
+        edge[label] |= spread_across < 0.05 ** 2 * spread_along  # thinner than a twentieth of its length
+    return edge[1:]
 
 
 def bounding_box(boxes, chosen):
@@ -919,19 +963,20 @@ def read_digit(gray, light):
 
     The paper's tone is taken over a window a quarter of the picture wide, or half the digit's size
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
-    enough, strokes rather than a blob, well above the noise, standing out from the paper around it,
-    and the same when the window is twice as wide: pen strokes are narrower than either window,
-    while a shadow's soft tone changes with it."""
+    enough, strokes rather than a blob, well above the noise, standing out from the paper around it
+    and darker (or lighter) than the picture as a whole, and the same when the window is twice as
+    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it."""
     window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
     ink = ink_map(gray, smooth_gray, window, light)
-    strokes, strength, noise = locate_digit(ink)
+    strokes, core, strength, noise = locate_digit(ink)
     if extent_of(strokes) > 2 * window:
         window = extent_of(strokes) // 2 + 1
         ink = ink_map(gray, smooth_gray, window, light)
-        strokes, strength, noise = locate_digit(ink)
-    extent, core = extent_of(strokes), strokes & (scipy.ndimage.gaussian_filter(ink, 1) > 0.5 * strength)
+        strokes, core, strength, noise = locate_digit(ink)
+    extent = extent_of(strokes)
     if extent < max(6, 0.03 * min(ink.shape)):
-        raise DataError(f"no digit found (the only ink is a speck {extent} pixels across)")
+        raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
+                        "picture across)")
     if extent_of(core) < 2.5 * stroke_width(core):
         raise DataError("no digit found (the ink is a blob, not pen strokes)")
     if strength < 8 * noise:
@@ -941,6 +986,9 @@ def read_digit(gray, light):
     contrast = contrast_with_surroundings(gray, core, strokes)
     if contrast < 0.4 * strength:
         raise DataError("no digit found (the marks do not stand out from the paper around them)")
+    if (np.median(gray[core]) - np.median(gray)) * (1 if light else -1) < 0.25 * strength:
+        raise DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than the picture as a "
+                        "whole: the paper's edge, not ink?)")
     return strokes, strength, contrast, ink
 
 
@@ -1026,35 +1074,63 @@ def predict_drawings(model, paths, shift_average=True):
 
 
 def load_trained_model(path):
-    """Load a saved .keras model, or fail with one clear line."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such model file")
+    """Load a model saved by --save-model, or fail with one clear line saying why."""
+    if Path(path).is_dir():
+        raise DataError(f"{path}: a folder, not a .keras model file")
     try:
-        return keras.models.load_model(path)
-    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .keras model ({type(error).__name__})") from None
+        model = keras.models.load_model(path)
+    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise DataError(f"{path}: not a readable .keras model ({reason})") from None
+    if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
+        raise DataError(f"{path}: not a digit model of this script (it maps {model.input_shape} to "
+                        f"{model.output_shape}, not 28x28x1 pictures to 10 probabilities)")
+    probe = model.predict(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32), verbose=0)
+    if not (np.all(probe >= 0) and abs(float(probe.sum()) - 1) < 1e-3):
+        raise DataError(f"{path}: not a digit model of this script (its outputs are not probabilities)")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with each usage error on one line of its own (the usage itself is in --help)."""
+
+    def error(self, message):
+        """Print `PROG: error: MESSAGE` and exit with 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def checked(kind, accept, meaning):
-    """An argparse type: text converted by `kind`, refused unless accept(value)."""
+    """An argparse type: text converted by `kind` (int or float), refused unless accept(value)."""
     def parse(text):
         try:
-            value = kind(text)
+            value = kind(text.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if not accept(value):  # NaN fails every comparison, so it is refused too
             raise argparse.ArgumentTypeError(f"must be {meaning}, not {text}")
         return value
     return parse
 
 
+def path(text):
+    """An argparse type: a path, refused when empty (Path("") would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
+# Flags that only a training run uses, refused with --predict rather than silently ignored
+TRAINING_FLAGS = ("epochs", "batch_size", "lr", "seed", "precision", "xla", "data", "train_samples", "test_samples",
+                  "validation_split", "output_dir", "save_model")
+
+
 def parse_args(argv):
-    """Parse the command line; argparse exits with 2 on a usage error."""
-    parser = argparse.ArgumentParser(
+    """Parse the command line; exit with 2 and one line on a usage error."""
+    parser = OneLineParser(
         prog=Path(__file__).name, description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix.",
         allow_abbrev=False)
     add = parser.add_argument
@@ -1075,8 +1151,8 @@ def parse_args(argv):
         "on GPUs of compute capability 7.x, float32 elsewhere (default: %(default)s)")
     add("--xla", action=argparse.BooleanOptionalAction,
         help="compile the training step with XLA (default: on with a GPU, off on the CPU, where it is slower)")
-    add("--no-accel", action="store_true", help="train on the CPU even where TensorFlow sees a GPU")
-    add("--data", type=Path, metavar="PATH",
+    add("--no-accel", action="store_true", help="train (or predict) on the CPU even where TensorFlow sees a GPU")
+    add("--data", type=path, metavar="PATH",
         help="IDX directory or Keras-layout .npz (default: the bundled MNIST, pins checked)")
     add("--train-samples", type=positive_int, metavar="N",
         help="use a seeded random subset of N training images (default: all)")
@@ -1087,36 +1163,45 @@ def parse_args(argv):
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
-    add("--output-dir", type=Path, metavar="DIR",
+    add("--output-dir", type=path, metavar="DIR",
         help="write metrics.json and four PNG reports here, creating it if need be (default: no files)")
-    add("--save-model", type=Path, metavar="PATH", help="save the trained model to this .keras file")
-    add("--predict", type=Path, nargs="+", metavar="IMAGE",
+    add("--save-model", type=path, metavar="PATH", help="save the trained model to this .keras file")
+    add("--predict", type=path, nargs="+", metavar="IMAGE",
         help="classify PNG or JPEG pictures of digits (or every one in a folder) with --model, instead of training")
-    add("--model", type=Path, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
+    add("--model", type=path, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
     args = parser.parse_args(argv)
     if args.predict and not args.model:
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")
     if args.model and not args.predict:
         parser.error("--model is only used with --predict")
-    if args.predict and (args.output_dir or args.save_model):
-        parser.error("--output-dir and --save-model are for training runs, not --predict")
-    if args.save_model and args.save_model.suffix != ".keras":
+    given = [name for name in TRAINING_FLAGS if getattr(args, name) != parser.get_default(name)]
+    if args.predict and given:
+        parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
+    if args.save_model and not str(args.save_model).endswith(".keras"):
         parser.error(f"--save-model must end in .keras, not {args.save_model.name!r}")
     return args, parser
 
 
 def check_writable(path, what, directory):
-    """Fail early, before any training, when `path` (a folder if `directory`) could not be created or written."""
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if existing != path and not existing.is_dir():
-        raise DataError(f"cannot create {what} {path}: {existing} is not a directory")
-    if existing == path and path.is_dir() != directory:
-        raise DataError(f"cannot write {what} {path}: it exists and is {'not ' if directory else ''}a directory")
-    folder = existing if existing.is_dir() else existing.parent
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write {what} {path}: {folder} is not writable")
+    """Fail early, before any training, when `path` (a folder if `directory`) could not be created or written.
+
+    The nearest folder that exists is tried with a real file, created and removed at once: permission
+    bits do not tell on Windows, nor for read-only file systems."""
+    try:
+        existing = path
+        while not existing.exists():
+            if existing.is_symlink():
+                raise DataError(f"cannot create {what} {path}: {existing} is a broken symbolic link")
+            existing = existing.parent
+        if existing != path and not existing.is_dir():
+            raise DataError(f"cannot create {what} {path}: {existing} is not a directory")
+        if existing == path and path.is_dir() != directory:
+            raise DataError(f"cannot write {what} {path}: it exists and is {'not ' if directory else ''}a directory")
+        folder = existing if existing.is_dir() else existing.parent
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise DataError(f"cannot write {what} {path}: {error.strerror or error}") from None
 
 
 def split_data(data, args, rng):
@@ -1137,12 +1222,13 @@ def calibrate(model, validation, shift_average):
     """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found."""
     images, labels = validation
     if not len(images):
-        print("No validation holdout (--validation-split 0): the probabilities are not calibrated.")
+        print("No validation holdout (--validation-split 0, or too few images to hold one out): "
+              "the probabilities are not calibrated.")
         return float32_copy(model), {"temperature": None}
     logits = predict_views(float32_copy(model), images, shift_average).mean(0)
     temperature = fit_temperature(logits, labels)
     return float32_copy(model, temperature), {
-        "temperature": temperature, "validation_images": len(images),
+        "temperature": temperature,
         "validation_cross_entropy_before": cross_entropy(scipy.special.softmax(logits, axis=-1), labels),
         "validation_cross_entropy_after": cross_entropy(scipy.special.softmax(logits / temperature, axis=-1), labels)}
 
@@ -1199,7 +1285,7 @@ def train_and_report(args):
             "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
             "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "train_samples": len(x_fit), "validation_samples": len(validation[0]), "test_samples": len(x_test),
+            "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
             "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
                         if key in HISTORY_NAMES},
             "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
@@ -1212,12 +1298,19 @@ def train_and_report(args):
 def main(argv=None):
     """Run the command line; return the exit status (0 success, 1 data or runtime error, 2 usage, 130 Ctrl-C)."""
     args, parser = parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        for path, what, directory in ((args.output_dir, "--output-dir", True), (args.save_model, "--save-model", False)):
-            if path:
-                check_writable(path, what, directory)
+        for output, what, directory in ((args.output_dir, "--output-dir", True), (args.save_model, "--save-model", False)):
+            if output:
+                check_writable(output, what, directory)
+        for given, what in ((args.data, "--data"), (args.model, "--model")):
+            if given and not given.exists():
+                raise DataError(f"{given}: no such file or directory ({what})")
         import_libraries()
         if args.predict:
+            if args.no_accel:
+                tf.config.set_visible_devices([], "GPU")
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
         train_and_report(args)
         return 0
@@ -1236,4 +1329,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 130:  # after Ctrl-C, skip the teardown where half-started TensorFlow objects may complain
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

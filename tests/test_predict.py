@@ -1,5 +1,6 @@
 """--predict: MNIST-style preparation of any picture, refusals, hostile files, and digits classified end to end."""
 
+import os
 import re
 import struct
 import zlib
@@ -54,7 +55,7 @@ def test_aspect_ratio_is_kept_and_the_long_side_is_20():
 
 
 def test_centre_of_mass_lands_at_the_centre_wherever_the_ink_was():
-    for box in ((0, 0, 40, 6), (78, 80, 118, 86), (40, 10, 46, 80)):  # bars in two corners, and across
+    for box in ((2, 2, 42, 8), (76, 80, 116, 86), (40, 10, 46, 80)):  # bars near two corners, and across
         digit = analysis.preprocess_drawing(stroke_image(box=box))
         centre = (np.indices(digit.shape) * digit).reshape(2, -1).sum(1) / digit.sum()
         np.testing.assert_allclose(centre, [14, 14], atol=0.6)
@@ -118,14 +119,25 @@ def with_table_edge(gray):
     return gray
 
 
+def on_a_table_at_a_slant(gray, degrees=5):
+    """The sheet lying at a slant on a darker table, whose corners show in the picture's corners."""
+    height, width = gray.shape
+    rows, cols = np.mgrid[:height, :width]
+    slope = np.tan(np.radians(degrees))
+    outside = ((rows < (width - cols) * slope - 0.1 * height) | (cols < rows * slope - 0.1 * width)
+               | (rows > height - cols * slope) | (cols > width - (height - rows) * slope))
+    return np.where(outside, 0.3, gray).astype(np.float32)
+
+
 @pytest.mark.parametrize("picture, reason", [
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
     (lambda: noisy_page(noise=0.08), "too faint against the picture's noise"),
-    (lambda: with_speck(noisy_page(noise=0.01)), "a speck"),
+    (lambda: with_speck(noisy_page(noise=0.01)), "a speck, 0.38 % of the picture across"),
     (lambda: with_shadow(noisy_page(noise=0.01)), "a blob"),
     (lambda: with_shadow(noisy_page(noise=0.01), small=False), "like a shadow"),
     (lambda: with_table_edge(noisy_page(noise=0.01)), "like a sheet's edge"),
+    (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
@@ -133,17 +145,23 @@ def test_pictures_without_a_digit_are_refused(picture, reason):
         analysis.preprocess_drawing(picture())
 
 
-def test_transparency_is_flattened_onto_white(tmp_path):
+@pytest.mark.parametrize("pen, paper", [(0, 1), (255, 0)])
+def test_transparency_is_flattened_onto_the_tone_that_sets_off_the_pen(tmp_path, pen, paper):
     rgba = np.zeros((40, 40, 4), np.uint8)
-    rgba[10:30, 18:22] = [0, 0, 0, 255]  # opaque black stroke, the rest transparent
+    rgba[10:30, 18:22] = [pen, pen, pen, 255]  # an opaque stroke, black or white, the rest transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     gray = analysis.load_drawing(tmp_path / "a.png")
-    assert gray[0, 0] == 1 and gray[20, 20] == 0
+    assert gray[0, 0] == paper and gray[20, 20] == pen / 255
 
 
-def test_sixteen_bit_scans_keep_their_tones(tmp_path):
-    Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(tmp_path / "scan.png")
-    np.testing.assert_allclose(analysis.load_drawing(tmp_path / "scan.png"), [[0, 0.5, 1]], atol=0.01)
+@pytest.mark.parametrize("pixels, name", [
+    (np.array([[0, 32768, 65535]], np.uint16), "scan.png"),  # 16-bit
+    (np.array([[0, 0.5, 1]], np.float32), "scan.tif"),  # floating point, 0-1
+    (np.array([[0, 2**19, 2**20]], np.int32), "wide.tif"),  # 32-bit integers beyond 16 bits
+])
+def test_wide_pixels_keep_their_tones(tmp_path, pixels, name):
+    Image.fromarray(pixels).save(tmp_path / name)
+    np.testing.assert_allclose(analysis.load_drawing(tmp_path / name), [[0, 0.5, 1]], atol=0.01)
 
 
 def png_declaring(width, height):
@@ -173,14 +191,38 @@ def test_hostile_and_broken_files_are_refused_with_a_reason(tmp_path, name, cont
         analysis.preprocess_drawing(analysis.load_drawing(path))
 
 
-def test_a_folder_names_its_pngs_and_jpegs_in_sorted_order(tmp_path):
-    for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif"):
+def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
+    gray = np.full((120, 100), 0.9, np.float32)
+    gray[0:10, 5:95] = 0.1  # the bar, along the top edge
+    for row in range(10, 120):  # the stem, down to the bottom edge
+        column = 90 - (row - 10) * 60 // 110
+        gray[row, column - 5:column + 5] = 0.1
+    digit = analysis.preprocess_drawing(gray)
+    top_row = digit[np.flatnonzero(digit.max(1) > 0.5)[0]]
+    assert ink_box(digit)[0] == 20 and (top_row > 0.5).sum() >= 10  # the bar is there, across the top
+
+
+def test_a_folder_names_its_pictures_in_sorted_order(tmp_path):
+    for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "e.png").mkdir()
-    assert [p.name for p in analysis.pictures_in(tmp_path)] == ["a.png", "b.JPG", "c.jpeg"]
+    assert [p.name for p in analysis.pictures_in(tmp_path)] == ["a.png", "b.JPG", "c.jpeg", "d.gif"]
     assert analysis.pictures_in(tmp_path / "a.png") == [tmp_path / "a.png"]
-    with pytest.raises(analysis.DataError, match="no PNG or JPEG pictures in this folder"):
+    with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder"):
         analysis.pictures_in(tmp_path / "e.png")
+
+
+@pytest.mark.parametrize("layers, reason", [
+    (lambda: [keras.Input((784,)), keras.layers.Dense(10, activation="softmax")], "not a digit model of this script"),
+    (lambda: [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)], "outputs are not probabilities"),
+])
+def test_a_model_of_another_kind_is_refused_with_a_reason(tmp_path, layers, reason):
+    keras.Sequential(layers()).save(tmp_path / "other.keras")
+    (tmp_path / "notes.keras").write_text("not a model")
+    with pytest.raises(analysis.DataError, match=reason):
+        analysis.load_trained_model(tmp_path / "other.keras")
+    with pytest.raises(analysis.DataError, match="notes.keras: not a readable .keras model \\(.+\\)"):
+        analysis.load_trained_model(tmp_path / "notes.keras")
 
 
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):
@@ -214,18 +256,23 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     (tmp_path / "notes.png").write_text("not a picture")
     Image.new("L", (64, 64), 200).save(tmp_path / "blank.png")
     (tmp_path / "empty").mkdir()
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.png")  # not valid UTF-8, as old archives have them
+    Image.fromarray(mnist.x_test[0]).save(latin1)
+    paths.append(latin1)
+    truth.insert(len(paths) - 1, mnist.y_test[0])
 
     result = run_cli("--predict", *paths, folder, tmp_path / "notes.png", tmp_path / "blank.png", tmp_path / "empty",
-                     "--model", trained[0] / "models" / "new" / "model.keras")
+                     "--model", trained[0] / "models" / "new" / "model.keras", env={"PYTHONIOENCODING": "utf-8:strict"})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        f"{tmp_path}/empty: error: no PNG or JPEG pictures in this folder"]
+        f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp) in this folder"]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
     for line, path in zip(lines, paths + photos):
-        assert re.fullmatch(rf"{re.escape(str(path))}: \d \(confidence (0\.\d\d|1\.00)\)", line), line
+        shown = str(path).replace(os.fsdecode(b"\xe9"), "\\udce9")  # the undecodable byte, escaped
+        assert re.fullmatch(rf"{re.escape(shown)}: \d \(confidence (0\.\d\d|1\.00)\)", line), line
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
     correct = np.array(predicted) == np.array(truth)
     assert correct.mean() >= 0.9, list(zip(predicted, truth))

@@ -23,7 +23,8 @@ def test_metrics_json_names_every_figure_for_what_it_is(metrics):
     assert not {"loss", "accuracy"} & set(metrics)  # names that said neither which set nor which loss
     assert metrics["seed"] == 7 and metrics["epochs"] == 3 and metrics["batch_size"] == 128
     assert metrics["precision"] == "float32" and metrics["calibration_bins"] == 15
-    assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "scikit-learn"}
+    assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "scipy", "scikit-learn", "matplotlib",
+                                        "pillow"}
     assert set(metrics["timings"]) == {"load", "fit", "calibrate_and_evaluate"}
     assert metrics["data"]["sha256"] == analysis.MNIST_SHA256
     assert set(metrics["history"]) == {"training_label_smoothed_cross_entropy", "training_accuracy",
@@ -33,7 +34,8 @@ def test_metrics_json_names_every_figure_for_what_it_is(metrics):
 
 def test_metrics_are_consistent_with_each_other_and_with_stdout(metrics, trained):
     matrix = np.array(metrics["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == metrics["test_samples"] == 600
+    assert matrix.shape == (10, 10) and matrix.sum() == metrics["images"]["test"] == 600
+    assert metrics["images"] == {"training": 9000, "validation": 1000, "test": 600}
     assert metrics["test_accuracy"] == metrics["test_accuracy_shift_averaged"]
     assert metrics["test_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
     assert 0.9 < metrics["test_accuracy_single_view"] <= 1

@@ -216,11 +216,11 @@ def test_calibration_lowers_the_validation_cross_entropy_of_a_real_network(mnist
 
 
 def test_float32_copy_of_a_bfloat16_network_predicts_the_same_and_saves_portably(mnist, tmp_path):
-    keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as after training in bfloat16
     model = analysis.build_model()
-    keras.config.set_dtype_policy("float32")
     images = analysis.prepare_images(mnist.x_test[:64])
     copy = analysis.float32_copy(model, temperature=0.5)
+    keras.config.set_dtype_policy("float32")  # as on a machine without bfloat16
     analysis.save_model(copy, tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     assert {layer.dtype_policy.name for layer in restored.layers} == {"float32"}
@@ -294,6 +294,7 @@ def fake_gpu(monkeypatch, capability):
     """Make tf.config report one GPU of this compute capability (None: no GPU) in a CUDA build with a driver."""
     monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [FakeGPU()] if capability else [])
     monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: None)
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda device, enable: None)
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
                         lambda device: {"compute_capability": capability, "device_name": GPUS[capability]})
     monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: None)
