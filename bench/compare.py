@@ -31,9 +31,10 @@ def timed_run(command):
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(process.pid, 0)  # this child's rusage alone, unlike getrusage
         wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must be told
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status):
+        if process.returncode:
             sys.exit(f"{' '.join(command)} failed:\n{err.read()[-2000:]}")
         return wall, usage.ru_maxrss / 1024, out.read()
 
