@@ -1167,7 +1167,7 @@ def parse_args(argv):
         help="write metrics.json and four PNG reports here, creating it if need be (default: no files)")
     add("--save-model", type=path, metavar="PATH", help="save the trained model to this .keras file")
     add("--predict", type=path, nargs="+", metavar="IMAGE",
-        help="classify PNG or JPEG pictures of digits (or every one in a folder) with --model, instead of training")
+        help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder) with --model, instead of training")
     add("--model", type=path, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
     args = parser.parse_args(argv)
     if args.predict and not args.model:
@@ -1285,6 +1285,7 @@ def train_and_report(args):
             "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
             "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "shift_average": args.shift_average, "validation_split": args.validation_split,
             "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
             "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
                         if key in HISTORY_NAMES},
