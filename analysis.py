@@ -118,6 +118,10 @@ class SetupError(Exception):
     """A library missing or too old to run the script."""
 
 
+class TrainingError(Exception):
+    """Training that cannot give a usable network: its loss diverged."""
+
+
 @dataclass
 class Dataset:
     """Training and test images (N x 28 x 28 uint8) and labels (N, 0-9), with where they came from."""
@@ -513,9 +517,14 @@ def fit(model, train, validation, epochs, batch_size, seed, parallel_calls=1, ve
     images, labels = train
     stream = training_stream(images, labels, min(batch_size, len(images)), seed, parallel_calls)
     with ctrl_c_between_steps() as stop_on_ctrl_c:
-        return model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch(len(images), batch_size),
-                         validation_data=inference_stream(*validation) if len(validation[0]) else None,
-                         shuffle=False, callbacks=[stop_on_ctrl_c], verbose=verbose).history
+        history = model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch(len(images), batch_size),
+                            validation_data=inference_stream(*validation) if len(validation[0]) else None,
+                            shuffle=False, callbacks=[stop_on_ctrl_c, keras.callbacks.TerminateOnNaN()],
+                            verbose=verbose).history
+    if not np.all(np.isfinite(history["loss"])):
+        raise TrainingError(f"training diverged: the loss became {history['loss'][-1]} in epoch "
+                            f"{len(history['loss'])} (try a lower --lr)")
+    return history
 
 
 def float32_copy(model, temperature=1.0):
@@ -674,7 +683,8 @@ def plot_learning_curves(history, path):
         if f"val_{metric}" in history:
             axes.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         axes.set(xlabel="epoch", title=title)
-        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        axes.set_xlim(0.5, len(epochs) + 0.5)
         axes.grid(alpha=0.3)
         axes.legend()
     save_figure(figure, path)
@@ -1077,6 +1087,8 @@ def load_trained_model(path):
     """Load a model saved by --save-model, or fail with one clear line saying why."""
     if Path(path).is_dir():
         raise DataError(f"{path}: a folder, not a .keras model file")
+    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise DataError(f"{path}: not a readable .keras model (not a zip archive, as .keras files are)")
     try:
         model = keras.models.load_model(path)
     except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
@@ -1135,14 +1147,16 @@ def parse_args(argv):
         allow_abbrev=False)
     add = parser.add_argument
     positive_int = checked(int, lambda value: value > 0, "a positive number")
-    positive_float = checked(float, lambda value: 0 < value < math.inf, "a positive number")
+    epochs = checked(int, lambda value: 0 < value <= 10**6, "a positive number, at most 1000000")
+    learning_rate = checked(float, lambda value: 0 < value <= np.finfo(np.float32).max,
+                            "a positive number that float32 can hold")
     seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
     fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
-    add("--epochs", type=positive_int, default=10, metavar="N",
+    add("--epochs", type=epochs, default=10, metavar="N",
         help="passes over the training set (default: %(default)s)")
     add("--batch-size", type=positive_int, default=128, metavar="N",
         help="examples per step (default: %(default)s)")
-    add("--lr", type=positive_float, default=5e-3,
+    add("--lr", type=learning_rate, default=5e-3,
         help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     add("--seed", type=seed, default=1, metavar="N",
         help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
@@ -1224,7 +1238,8 @@ def calibrate(model, validation, shift_average):
     if not len(images):
         print("No validation holdout (--validation-split 0, or too few images to hold one out): "
               "the probabilities are not calibrated.")
-        return float32_copy(model), {"temperature": None}
+        return float32_copy(model), dict.fromkeys(
+            ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after"))
     logits = predict_views(float32_copy(model), images, shift_average).mean(0)
     temperature = fit_temperature(logits, labels)
     return float32_copy(model, temperature), {
@@ -1320,7 +1335,7 @@ def main(argv=None):
         return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
     except UsageError as error:
         parser.error(str(error))  # exits with 2
-    except (DataError, SetupError) as error:
+    except (DataError, SetupError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)

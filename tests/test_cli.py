@@ -96,6 +96,8 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports():  # so 
     (["--lr", "fast"], "--lr: 'fast' is not a number"),
     (["--lr", "-0.1"], "--lr: must be a positive number"),
     (["--lr", "nan"], "--lr: must be a positive number"),
+    (["--lr", "1e39"], "--lr: must be a positive number that float32 can hold"),
+    (["--epochs", "10000001"], "--epochs: must be a positive number, at most 1000000"),
     (["--test-samples", "0"], "--test-samples: must be a positive number"),
     (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
@@ -204,6 +206,16 @@ def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_not
     np.testing.assert_array_equal(matrix.sum(1), np.bincount(arrays["y_test"], minlength=10))
     assert accuracy > 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npz"]
+
+
+def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):
+    out = tmp_path / "out"
+    status, stdout, stderr = run_main(["--epochs", "2", "--train-samples", "600", "--test-samples", "100",
+                                       "--lr", "1e30", "--precision", "float32", "--output-dir", out,
+                                       "--save-model", out / "model.keras"])
+    assert status == 1
+    assert script_lines(stderr) == ["error: training diverged: the loss became nan in epoch 1 (try a lower --lr)"]
+    assert "Loss:" not in stdout and not out.exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")

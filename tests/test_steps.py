@@ -343,3 +343,13 @@ def test_map_parallelism_leaves_the_cores_to_training_on_a_cpu(monkeypatch):
     for cores, cpu, gpu in ((2, 1, 1), (16, 4, 14), (None, 1, 1)):
         monkeypatch.setattr(analysis.os, "cpu_count", lambda cores=cores: cores)
         assert (analysis.map_parallelism(False), analysis.map_parallelism(True)) == (cpu, gpu)
+
+
+def test_without_a_holdout_nothing_is_calibrated_and_the_run_says_so(capsys):
+    model = analysis.build_model()
+    empty = (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    calibrated, found = analysis.calibrate(model, empty, shift_average=True)
+    assert found == {"temperature": None, "validation_cross_entropy_before": None,
+                     "validation_cross_entropy_after": None}
+    assert calibrated.get_layer("temperature").scale == 1
+    assert "the probabilities are not calibrated" in capsys.readouterr().out
