@@ -1312,7 +1312,7 @@ def train_and_report(args):
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 data or runtime error, 2 usage, 130 Ctrl-C)."""
+    """Run the command line; return the exit status (0 success, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe)."""
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -1337,6 +1337,9 @@ def main(argv=None):
         parser.error(str(error))  # exits with 2
     except (DataError, SetupError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail
+        return 141  # the shell's status for a program stopped by SIGPIPE
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
     except (tf.errors.OpError, MemoryError) as error:  # out of memory, on the host or the GPU

@@ -218,6 +218,18 @@ def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):
     assert "Loss:" not in stdout and not out.exists()
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with `python analysis.py | head -1`
+    process = subprocess.Popen(
+        [sys.executable, ROOT / "analysis.py", "--epochs", "1", "--train-samples", "600", "--test-samples", "100",
+         "--precision", "float32"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout.readline().startswith("Device: ")
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert script_lines(stderr) == [] and "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
 def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
     out = tmp_path / "out"
