@@ -637,6 +637,9 @@ def write_atomically(path, write):
     try:
         write(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        error.filename = error.filename or path  # a full disk names no file: say which one failed
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -1,5 +1,6 @@
 """--output-dir and --save-model: metrics.json agrees with the printed report, the pictures, the model."""
 
+import errno
 import json
 
 import numpy as np
@@ -99,11 +100,12 @@ def test_saved_model_is_float32_and_gives_the_reported_probabilities(trained, me
         analysis.sklearn.metrics.confusion_matrix(labels, probabilities.argmax(1)), metrics["confusion_matrix"])
 
 
-def test_failed_write_leaves_nothing_behind(tmp_path):
+def test_failed_write_leaves_nothing_behind_and_names_the_file(tmp_path):
     def half_write(path):
         path.write_text("half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left on device") as raised:
         analysis.write_atomically(tmp_path / "metrics.json", half_write)
+    assert raised.value.filename == tmp_path / "metrics.json"
     assert list(tmp_path.iterdir()) == []
