@@ -2,6 +2,7 @@
 
     python bench/compare.py                 # seeds 1 2 3: classic, auto, float32; about an hour on 2 cores
     python bench/compare.py --skip-classic  # analysis.py alone
+    python bench/compare.py --analysis-args="--epochs 9"  # a candidate setting against the classic
 
 Each run is a whole process, timed from start to exit, one after another (never two at once),
 the recipes alternating within each seed so that drift on a shared machine hits them alike. Prints
@@ -13,6 +14,7 @@ float32 runs are then skipped as duplicates. A benchmark, not a test: CI does no
 import argparse
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,10 +53,13 @@ def main(argv=None):
     parser.add_argument("--skip-classic", action="store_true", help="time analysis.py alone")
     parser.add_argument("--smoke-repeats", type=int, default=3)
     parser.add_argument("--log-dir", type=Path, help="keep each run's output here")
+    parser.add_argument("--analysis-args", default="", metavar="FLAGS",
+                        help="more flags for analysis.py's runs, such as '--epochs 9': a candidate against the classic")
     args = parser.parse_args(argv)
     python = sys.executable
-    recipes = {"auto": [python, "analysis.py", "--precision", "auto"],
-               "float32": [python, "analysis.py", "--precision", "float32"]}
+    candidate = shlex.split(args.analysis_args)
+    recipes = {"auto": [python, "analysis.py", *candidate, "--precision", "auto"],
+               "float32": [python, "analysis.py", *candidate, "--precision", "float32"]}
     if not args.skip_classic:
         recipes = {"classic": [python, "bench/classic.py"], **recipes}
 
