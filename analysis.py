@@ -1055,41 +1055,42 @@ def preprocess_drawing(gray):
 
 
 def prepare_pictures(paths):
-    """Prepare every picture the paths name; print one error line for each that fails.
-
-    Returns the pictures' paths, their 28x28 uint8 digits, and the number of failures."""
-    prepared, digits, failures = [], [], 0
+    """Prepare every picture the paths name: (path, 28x28 uint8 digit, None) or (path, None, error), in order."""
+    results = []
     for path in paths:
         try:
             pictures = pictures_in(path)
         except DataError as error:
-            pictures = []
-            print(f"{path}: error: {error}", file=sys.stderr)
-            failures += 1
+            results.append((path, None, error))
+            continue
         for picture in pictures:
             try:
-                digits.append(np.round(preprocess_drawing(load_drawing(picture)) * 255).astype(np.uint8))
-                prepared.append(picture)
+                results.append((picture, np.round(preprocess_drawing(load_drawing(picture)) * 255).astype(np.uint8), None))
             except DataError as error:
-                print(f"{picture}: error: {error}", file=sys.stderr)
-                failures += 1
-    return prepared, digits, failures
+                results.append((picture, None, error))
+    return results
 
 
 def predict_drawings(model, paths, shift_average=True):
-    """Classify each picture; print `PATH: DIGIT (confidence C)`, or an error line; count failures."""
-    prepared, digits, failures = prepare_pictures(paths)
-    if digits:
-        probabilities = average_views(predict_views(model, np.stack(digits), shift_average))
-        for path, row in zip(prepared, probabilities):
-            print(f"{path}: {row.argmax()} (confidence {row.max():.2f})")
-    return failures
+    """Classify each picture; print `PATH: DIGIT (confidence C)` or an error line, in input order; count failures."""
+    results = prepare_pictures(paths)
+    digits = [digit for _, digit, error in results if not error]
+    answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
+    for path, _, error in results:
+        if error:
+            print(f"{path}: error: {error}", file=sys.stderr, flush=True)
+        else:
+            row = next(answers)
+            print(f"{path}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
+    return sum(1 for _, _, error in results if error)
 
 
 def load_trained_model(path):
     """Load a model saved by --save-model, or fail with one clear line saying why."""
     if Path(path).is_dir():
         raise DataError(f"{path}: a folder, not a .keras model file")
+    with open(path, "rb"):  # an unreadable file fails here with its own reason (permission denied)
+        pass
     if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
         raise DataError(f"{path}: not a readable .keras model (not a zip archive, as .keras files are)")
     try:
@@ -1235,20 +1236,20 @@ def split_data(data, args, rng):
     return fit_set, validation, test
 
 
+CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after")
+
+
 def calibrate(model, validation, shift_average):
     """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found."""
     images, labels = validation
     if not len(images):
         print("No validation holdout (--validation-split 0, or too few images to hold one out): "
               "the probabilities are not calibrated.")
-        return float32_copy(model), dict.fromkeys(
-            ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after"))
+        return float32_copy(model), dict.fromkeys(CALIBRATION_KEYS)
     logits = predict_views(float32_copy(model), images, shift_average).mean(0)
     temperature = fit_temperature(logits, labels)
-    return float32_copy(model, temperature), {
-        "temperature": temperature,
-        "validation_cross_entropy_before": cross_entropy(scipy.special.softmax(logits, axis=-1), labels),
-        "validation_cross_entropy_after": cross_entropy(scipy.special.softmax(logits / temperature, axis=-1), labels)}
+    before, after = (cross_entropy(scipy.special.softmax(logits / t, axis=-1), labels) for t in (1, temperature))
+    return float32_copy(model, temperature), dict(zip(CALIBRATION_KEYS, (temperature, before, after)))
 
 
 # What Keras calls each curve of the history, and what metrics.json calls it
@@ -1295,6 +1296,7 @@ def train_and_report(args):
 
     if args.save_model:
         save_model(model, args.save_model)
+        print(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model {args.save_model}).")
     if args.output_dir:
         metrics = {
             "test_cross_entropy": loss, "test_accuracy": accuracy,
@@ -1312,6 +1314,7 @@ def train_and_report(args):
             "data": {"source": data.source, "sha256": data.sha256},
         }
         write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
+        print(f"Wrote metrics.json and four pictures to {args.output_dir}.")
 
 
 def main(argv=None):

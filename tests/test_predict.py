@@ -1,5 +1,7 @@
 """--predict: MNIST-style preparation of any picture, refusals, hostile files, and digits classified end to end."""
 
+import contextlib
+import io
 import os
 import re
 import struct
@@ -223,6 +225,34 @@ def test_a_model_of_another_kind_is_refused_with_a_reason(tmp_path, layers, reas
         analysis.load_trained_model(tmp_path / "other.keras")
     with pytest.raises(analysis.DataError, match="notes.keras: not a readable .keras model \\(not a zip archive"):
         analysis.load_trained_model(tmp_path / "notes.keras")
+
+
+def test_an_unreadable_model_is_refused_for_what_it_is_not_called_a_bad_archive(tmp_path, monkeypatch):
+    model = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(model)
+
+    def denied(path, *args, **kwargs):  # what a file without read permission gives (root reads every file)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(analysis, "open", denied, raising=False)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        analysis.load_trained_model(model)
+
+
+def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist):  # as a `2>&1` log reads them
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    Image.fromarray(mnist.x_test[0]).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_text("not a picture")
+    Image.fromarray(mnist.x_test[1]).save(tmp_path / "c.png")
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        failures = analysis.predict_drawings(model, [tmp_path / name for name in ("a.png", "b.png", "c.png")])
+    lines = both.getvalue().splitlines()
+    assert failures == 1 and len(lines) == 3
+    answer = r": \d \(confidence (0\.\d\d|1\.00)\)"
+    assert re.fullmatch(re.escape(f"{tmp_path}/a.png") + answer, lines[0]), lines
+    assert lines[1].startswith(f"{tmp_path}/b.png: error: "), lines
+    assert re.fullmatch(re.escape(f"{tmp_path}/c.png") + answer, lines[2]), lines
 
 
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):

@@ -77,6 +77,14 @@ def test_output_folders_are_created_and_hold_only_the_finished_files(trained):
     assert [p.name for p in (trained[0] / "models" / "new").iterdir()] == ["model.keras"]
 
 
+def test_the_run_says_where_it_wrote_its_files(trained):
+    directory, stdout = trained
+    lines = stdout.splitlines()
+    model = directory / "models" / "new" / "model.keras"
+    assert f"Saved the model to {model} (use it with --predict IMAGE --model {model})." in lines
+    assert lines[-1] == f"Wrote metrics.json and four pictures to {directory / 'reports' / 'new'}."
+
+
 def test_confusion_matrix_picture_shows_the_errors_in_their_own_colour(tmp_path):
     matrix = np.diag([1000] * 10)
     matrix[3, 5] = 7  # one confusion, a hundred times smaller than the diagonal
