@@ -57,7 +57,7 @@ def test_one_cycle_warms_up_to_the_peak_then_decays():
 
 @pytest.mark.parametrize("xla", [False, True])
 def test_compile_uses_categorical_cross_entropy_adam_and_the_xla_choice(xla):
-    model = analysis.compile_model(analysis.build_model(), 1e-3, 100, xla)
+    model = analysis.compile_model(analysis.build_model(), 1e-3, 100, xla, steps_per_execution=8)
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert model.jit_compile is xla and model.steps_per_execution == 8
@@ -124,9 +124,21 @@ def test_inference_stream_prepares_batches_in_order(mnist):
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]).argmax(1), labels)
 
 
-def test_steps_per_epoch_counts_full_batches():
-    assert analysis.steps_per_epoch(1000, 128) == 7
-    assert analysis.steps_per_epoch(50, 128) == 1
+def test_training_steps_are_the_full_batches_in_whole_executions_of_at_most_eight():
+    assert analysis.training_steps(54000, 128) == (424, 8)  # 421 full batches: 53 executions of 8
+    assert analysis.training_steps(1800, 128) == (14, 7)
+    assert analysis.training_steps(1000, 128) == (7, 7)
+    assert analysis.training_steps(50, 128) == (1, 1)
+
+
+def test_training_runs_exactly_the_steps_that_the_schedule_counts(mnist):
+    steps, per_execution = analysis.training_steps(704, 64)  # 11 full batches: 2 executions of 6
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    analysis.compile_model(model, 1e-3, 2 * steps, steps_per_execution=per_execution)
+    history = analysis.fit(model, (mnist.x_train[:704], mnist.y_train[:704]), (mnist.x_test[:0], mnist.y_test[:0]),
+                           epochs=2, batch_size=64, seed=1, verbose=0)
+    assert (steps, per_execution) == (12, 6) and len(history["loss"]) == 2
+    assert int(model.optimizer.iterations) == 2 * steps
 
 
 def test_shifted_views_move_one_pixel_and_fill_with_zeros():
