@@ -91,15 +91,15 @@ def main(argv=None):
         del digit
 
         paths, labels = scans_by_other_writers(folder)
-        prepared, digits, failures = analysis.prepare_pictures(paths)
-        probabilities = analysis.average_views(analysis.predict_views(model, np.stack(digits)))
-        predicted = dict(zip(prepared, probabilities.argmax(1)))
+        prepared = [(path, digit) for path, digit, error in analysis.prepare_pictures(paths) if error is None]
+        probabilities = analysis.average_views(analysis.predict_views(model, np.stack([d for _, d in prepared])))
+        predicted = dict(zip([path for path, _ in prepared], probabilities.argmax(1)))
         right = sum(predicted.get(path) == label for path, label in zip(paths, labels))
         print(f"scikit-learn's digits by 43 other writers, 64x64 scans: {right} of {len(paths)} right "
-              f"({100 * right / len(paths):.1f} %), {failures} refused")
+              f"({100 * right / len(paths):.1f} %), {len(paths) - len(prepared)} refused")
 
         blanks = pictures_without_a_digit(folder)
-        _, _, refused = analysis.prepare_pictures(blanks)
+        refused = sum(error is not None for _, _, error in analysis.prepare_pictures(blanks))
         print(f"pictures without a digit: {refused} of {len(blanks)} refused")
 
 
