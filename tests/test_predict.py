@@ -235,7 +235,7 @@ def test_an_unreadable_model_is_refused_for_what_it_is_not_called_a_bad_archive(
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(analysis, "open", denied, raising=False)
-    with pytest.raises(PermissionError, match="Permission denied"):
+    with pytest.raises(analysis.DataError, match="model.keras: cannot read this model file \\(Permission denied\\)"):
         analysis.load_trained_model(model)
 
 

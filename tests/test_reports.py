@@ -23,6 +23,7 @@ def test_metrics_json_names_every_figure_for_what_it_is(metrics):
             "history", "timings", "versions", "device", "precision", "xla", "data"} <= set(metrics)
     assert not {"loss", "accuracy"} & set(metrics)  # names that said neither which set nor which loss
     assert metrics["seed"] == 7 and metrics["epochs"] == 3 and metrics["batch_size"] == 128
+    assert metrics["steps_per_epoch"] == 72  # 9,000 training images: 70 full batches, in 9 executions of 8
     assert metrics["shift_average"] is True and metrics["validation_split"] == 0.1
     assert metrics["precision"] == "float32" and metrics["calibration_bins"] == 15
     assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "scipy", "scikit-learn", "matplotlib",
