@@ -782,13 +782,13 @@ def pictures_in(path):
 
     In a folder, pictures are known by their suffix (PICTURE_SUFFIXES); hidden files, such as the
     '._name.jpg' that macOS leaves beside copies, are skipped."""
-    if not path.is_dir():
-        return [path]
     try:
+        if not path.is_dir():
+            return [path]
         found = sorted(p for p in path.iterdir()
                        if p.suffix.lower() in PICTURE_SUFFIXES and not p.name.startswith(".") and p.is_file())
-    except OSError as error:
-        raise DataError(f"cannot list the folder ({error.strerror})") from None
+    except OSError as error:  # a folder that cannot be listed, or a path in one that cannot be entered
+        raise DataError(f"cannot read it ({error.strerror})") from None
     if not found:
         raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder")
     return found
@@ -1218,8 +1218,9 @@ def parse_args(argv):
     given = [name for name in TRAINING_FLAGS if getattr(args, name) != parser.get_default(name)]
     if args.predict and given:
         parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
-    if args.save_model and not str(args.save_model).endswith(".keras"):
-        parser.error(f"--save-model must end in .keras, not {args.save_model.name!r}")
+    for given, flag in ((args.save_model, "--save-model"), (args.model, "--model")):
+        if given and not str(given).endswith(".keras"):
+            parser.error(f"{flag} must end in .keras, not {given.name!r}")
     return args, parser
 
 
@@ -1322,8 +1323,9 @@ def train_and_report(args):
 
     if args.save_model:
         save_model(model, args.save_model)
-        print(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model "
-              f"{shlex.quote(str(args.save_model))}).")
+        hint = str(args.save_model)
+        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
+        print(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model {shlex.quote(hint)}).")
     if args.output_dir:
         metrics = {
             "test_cross_entropy": loss, "test_accuracy": accuracy,
@@ -1331,7 +1333,8 @@ def train_and_report(args):
             "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
             "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
             "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
-            "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps, "batch_size": args.batch_size, "lr": args.lr,
+            "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
+            "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
             "shift_average": args.shift_average, "validation_split": args.validation_split,
             "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
             "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
@@ -1354,8 +1357,11 @@ def main(argv=None):
             if output:
                 check_writable(output, what, directory)
         for given, what in ((args.data, "--data"), (args.model, "--model")):
-            if given and not given.exists():
-                raise DataError(f"{given}: no such file or directory ({what})")
+            try:
+                if given and not given.exists():
+                    raise DataError(f"{given}: no such file or directory ({what})")
+            except OSError as error:  # in a folder that cannot be entered
+                raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
         import_libraries()
         if args.predict:
             if args.no_accel:

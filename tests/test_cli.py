@@ -1,8 +1,10 @@
 """The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
 import gzip
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -81,11 +83,12 @@ def test_help_usage_errors_and_bad_paths_answer_before_the_heavy_imports(args, s
     assert heavy_imports(result) == set()
 
 
-def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports():  # so the check above can fail
-    result = run_timing_imports("--predict", "none.png", "--model", "requirements.txt")
+def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path):  # so the check above can fail
+    (tmp_path / "notes.keras").write_text("not a model")
+    result = run_timing_imports("--predict", "none.png", "--model", tmp_path / "notes.keras")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert [line.split(" (")[0] for line in script_lines(result.stderr)] == [
-        "error: requirements.txt: not a readable .keras model"]
+        f"error: {tmp_path}/notes.keras: not a readable .keras model"]
     assert {"tensorflow", "keras", "sklearn"} <= heavy_imports(result)
 
 
@@ -105,6 +108,7 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports():  # so 
     (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 images"),
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
+    (["--predict", "seven.png", "--model", "model.h5"], "--model must end in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
     (["--model", "m.keras"], "--model is only used with --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "--output-dir is for training runs"),
@@ -216,6 +220,18 @@ def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):
     assert status == 1
     assert script_lines(stderr) == ["error: training diverged: the loss became nan in epoch 1 (try a lower --lr)"]
     assert "Loss:" not in stdout and not out.exists()
+
+
+def test_metrics_record_the_batch_that_ran_and_the_hint_is_not_read_as_a_flag(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, stdout, stderr = run_main(["--epochs", "1", "--train-samples", "300", "--test-samples", "100",
+                                       "--batch-size", "5000", "--precision", "float32", "--output-dir", "out",
+                                       "--save-model=-x.keras"])
+    assert status == 0, stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["batch_size"] == metrics["images"]["training"] == 270 and metrics["steps_per_epoch"] == 1
+    hint = shlex.quote(os.path.join(os.curdir, "-x.keras"))  # ./-x.keras
+    assert f"Saved the model to -x.keras (use it with --predict IMAGE --model {hint})." in stdout.splitlines()
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with `python analysis.py | head -1`

@@ -227,6 +227,15 @@ def test_a_model_of_another_kind_is_refused_with_a_reason(tmp_path, layers, reas
         analysis.load_trained_model(tmp_path / "notes.keras")
 
 
+def test_a_path_in_a_folder_that_cannot_be_entered_is_one_refusal(tmp_path, monkeypatch):
+    def denied(path):  # what a folder without execute permission gives (root enters every folder)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(analysis.Path, "is_dir", denied)
+    with pytest.raises(analysis.DataError, match="^cannot read it \\(Permission denied\\)$"):
+        analysis.pictures_in(tmp_path / "locked" / "seven.png")
+
+
 def test_an_unreadable_model_is_refused_for_what_it_is_not_called_a_bad_archive(tmp_path, monkeypatch):
     model = tmp_path / "model.keras"
     keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(model)
