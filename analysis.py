@@ -1109,12 +1109,12 @@ def load_trained_model(path):
     """Load a model saved by --save-model, or fail with one clear line saying why."""
     if Path(path).is_dir():
         raise DataError(f"{path}: a folder, not a .keras model file")
-    try:
-        with open(path, "rb"):  # an unreadable file fails here with its own reason (permission denied)
-            pass
+    try:  # opened here, an unreadable file fails with its own reason (permission denied)
+        with open(path, "rb") as file:
+            is_zip = zipfile.is_zipfile(file)
     except OSError as error:
         raise DataError(f"{path}: cannot read this model file ({error.strerror or error})") from None
-    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+    if not is_zip:  # Keras would call it "File not found"
         raise DataError(f"{path}: not a readable .keras model (not a zip archive, as .keras files are)")
     try:
         model = keras.models.load_model(path)
