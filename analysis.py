@@ -499,9 +499,8 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
     float32). Keras runs whole executions only (421 steps asked, 424 run), so an epoch is the full
     batches rounded up to them (by at most 7 batches; 0.7 % for MNIST), and counted as it runs."""
     batches = full_batches(num_examples, batch_size)
-    executions = math.ceil(batches / most_per_execution)
-    per_execution = math.ceil(batches / executions)
-    return executions * per_execution, per_execution
+    per_execution = math.ceil(batches / math.ceil(batches / most_per_execution))
+    return whole_executions(batches, per_execution), per_execution
 
 
 @contextlib.contextmanager
