@@ -24,6 +24,7 @@ import platform
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -332,8 +333,24 @@ def describe_device(gpu_details):
         capability = gpu_details.get("compute_capability")
         name = gpu_details.get("device_name", "GPU")
         return f"{name} (compute capability {capability[0]}.{capability[1]})" if capability else name
+    return f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
+
+
+def cpu_name():
+    """The CPU's name as the system gives it: 'Apple M2' where Python's platform module says 'arm'."""
     names = [line.split(":", 1)[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
-    return f"CPU ({names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    name = names[0] if names else ""
+    try:
+        if not name and sys.platform == "darwin":
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5, check=False).stdout.strip()
+        if not name and sys.platform == "win32":
+            import winreg
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
+                name = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return name or platform.processor() or platform.machine() or "unknown"
 
 
 def nvidia_driver_present():

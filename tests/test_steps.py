@@ -294,6 +294,27 @@ def test_cpu_bfloat16_is_read_from_its_flags(monkeypatch):
         assert analysis.cpu_has_bfloat16() is expected
 
 
+@pytest.mark.parametrize("system, cpuinfo, sysctl, expected", [
+    ("linux", "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n", None, "AMD EPYC 7B13"),
+    ("darwin", "", "Apple M2 Pro\n", "Apple M2 Pro"),
+    ("darwin", "", "", "arm"),  # sysctl said nothing: Python's own name
+])
+def test_cpu_is_named_by_the_system(monkeypatch, system, cpuinfo, sysctl, expected):
+    monkeypatch.setattr(analysis, "cpu_info", lambda: cpuinfo)
+    monkeypatch.setattr(analysis.sys, "platform", system)
+    monkeypatch.setattr(analysis.platform, "processor", lambda: "arm")
+    asked = []
+
+    def run(command, **kwargs):
+        asked.append(command)
+        return analysis.subprocess.CompletedProcess(command, 0, stdout=sysctl, stderr="")
+
+    monkeypatch.setattr(analysis.subprocess, "run", run)
+    assert analysis.cpu_name() == expected
+    assert asked == ([] if sysctl is None else [["sysctl", "-n", "machdep.cpu.brand_string"]])
+    assert analysis.describe_device(None) == f"CPU ({expected}, {analysis.os.cpu_count()} cores)"
+
+
 class FakeGPU:
     name, device_type = "/physical_device:GPU:0", "GPU"
 
