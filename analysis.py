@@ -419,7 +419,7 @@ def build_model(bn_momentum=0.99):
         *conv_block(64, True, bn_momentum),  # 14x14 -> 7x7
         *conv_block(256, False, bn_momentum),  # 7x7 -> 5x5
         layers.Flatten(),
-        layers.Dropout(0.4),
+        layers.Dropout(0.1),  # with augmentation and BatchNorm, 0.1-0.25 beat 0.4 on validation in nine epochs
         layers.Dense(NUM_CLASSES),
         layers.Activation("softmax", dtype="float32"),  # probabilities in float32 under mixed precision
     ], name="mnist_cnn")
