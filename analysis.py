@@ -300,6 +300,25 @@ def cpu_info():
     return path.read_text() if path.exists() else ""
 
 
+def cpu_name():
+    """The CPU's name as the system gives it: 'Apple M2' where Python's platform module says 'arm'."""
+    names = [line.split(":", 1)[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
+    if names:
+        return names[0]
+    name = ""
+    try:
+        if sys.platform == "darwin":  # by full path: GUI and launchd sessions may not have /usr/sbin on PATH
+            name = subprocess.run(["/usr/sbin/sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, errors="replace", timeout=5, check=False).stdout.strip()
+        elif sys.platform == "win32":
+            import winreg
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
+                name = winreg.QueryValueEx(key, "ProcessorNameString")[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return name or platform.processor() or platform.machine() or "unknown"
+
+
 def cpu_has_bfloat16():
     """Whether the CPU does bfloat16 arithmetic natively (AVX512_BF16 or AMX), as Linux reports it."""
     return any(f" {flag}" in cpu_info() for flag in ("avx512_bf16", "amx_bf16"))
@@ -334,23 +353,6 @@ def describe_device(gpu_details):
         name = gpu_details.get("device_name", "GPU")
         return f"{name} (compute capability {capability[0]}.{capability[1]})" if capability else name
     return f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
-
-
-def cpu_name():
-    """The CPU's name as the system gives it: 'Apple M2' where Python's platform module says 'arm'."""
-    names = [line.split(":", 1)[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
-    name = names[0] if names else ""
-    try:
-        if not name and sys.platform == "darwin":
-            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5, check=False).stdout.strip()
-        if not name and sys.platform == "win32":
-            import winreg
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
-                name = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return name or platform.processor() or platform.machine() or "unknown"
 
 
 def nvidia_driver_present():

@@ -1,6 +1,8 @@
 """Each step of the analysis as a unit: cast, scale, one-hot, device, build, compile, fit, calibrate, report."""
 
 import argparse
+import contextlib
+import sys
 
 import numpy as np
 import pytest
@@ -294,24 +296,47 @@ def test_cpu_bfloat16_is_read_from_its_flags(monkeypatch):
         assert analysis.cpu_has_bfloat16() is expected
 
 
+class FakeWinreg:
+    """The corner of Windows' registry module that cpu_name reads."""
+
+    HKEY_LOCAL_MACHINE = "HKLM"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def OpenKey(root, key):
+        assert (root, key) == ("HKLM", r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
+        yield key
+
+    @staticmethod
+    def QueryValueEx(key, name):
+        return "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz   ", 1
+
+
 @pytest.mark.parametrize("system, cpuinfo, sysctl, expected", [
     ("linux", "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n", None, "AMD EPYC 7B13"),
+    ("linux", "processor\t: 0\nFeatures\t: fp asimd\n", None, "arm"),  # ARM boards name no model
     ("darwin", "", "Apple M2 Pro\n", "Apple M2 Pro"),
     ("darwin", "", "", "arm"),  # sysctl said nothing: Python's own name
+    ("darwin", "", FileNotFoundError(2, "No such file or directory"), "arm"),
+    ("darwin", "", analysis.subprocess.TimeoutExpired("sysctl", 5), "arm"),
+    ("win32", "", None, "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz"),
 ])
 def test_cpu_is_named_by_the_system(monkeypatch, system, cpuinfo, sysctl, expected):
     monkeypatch.setattr(analysis, "cpu_info", lambda: cpuinfo)
     monkeypatch.setattr(analysis.sys, "platform", system)
     monkeypatch.setattr(analysis.platform, "processor", lambda: "arm")
+    monkeypatch.setitem(sys.modules, "winreg", FakeWinreg)
     asked = []
 
     def run(command, **kwargs):
         asked.append(command)
+        if isinstance(sysctl, Exception):
+            raise sysctl
         return analysis.subprocess.CompletedProcess(command, 0, stdout=sysctl, stderr="")
 
     monkeypatch.setattr(analysis.subprocess, "run", run)
     assert analysis.cpu_name() == expected
-    assert asked == ([] if sysctl is None else [["sysctl", "-n", "machdep.cpu.brand_string"]])
+    assert asked == ([["/usr/sbin/sysctl", "-n", "machdep.cpu.brand_string"]] if system == "darwin" else [])
     assert analysis.describe_device(None) == f"CPU ({expected}, {analysis.os.cpu_count()} cores)"
 
 
