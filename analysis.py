@@ -296,15 +296,17 @@ class Runtime:
 @functools.cache
 def cpu_info():
     """The text of /proc/cpuinfo, or nothing where there is none (macOS, Windows)."""
-    path = Path("/proc/cpuinfo")
-    return path.read_text() if path.exists() else ""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # none, or not readable in a locked-down sandbox: only a label and a flag are lost
+        return ""
 
 
 def cpu_name():
     """The CPU's name as the system gives it: 'Apple M2' where Python's platform module says 'arm'."""
-    names = [line.split(":", 1)[1].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
-    if names:
-        return names[0]
+    names = [line.partition(":")[2].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
+    if any(names):
+        return next(filter(None, names))
     name = ""
     try:
         if sys.platform == "darwin":  # by full path: GUI and launchd sessions may not have /usr/sbin on PATH
@@ -313,7 +315,8 @@ def cpu_name():
         elif sys.platform == "win32":
             import winreg
             with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0") as key:
-                name = winreg.QueryValueEx(key, "ProcessorNameString")[0].strip()
+                value = winreg.QueryValueEx(key, "ProcessorNameString")[0]
+                name = value.strip() if isinstance(value, str) else ""
     except (OSError, subprocess.SubprocessError):
         pass
     return name or platform.processor() or platform.machine() or "unknown"
@@ -352,7 +355,13 @@ def describe_device(gpu_details):
         capability = gpu_details.get("compute_capability")
         name = gpu_details.get("device_name", "GPU")
         return f"{name} (compute capability {capability[0]}.{capability[1]})" if capability else name
-    return f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
+    cores = usable_cores()
+    return f"CPU ({cpu_name()}, {cores} core{'s' if cores > 1 else ''})"
+
+
+def usable_cores():
+    """The cores this process may run on: taskset's and a container's cpuset limit them too."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def nvidia_driver_present():
@@ -384,7 +393,7 @@ def configure_runtime(args):
 
 def map_parallelism(gpu):
     """Batches the input stream prepares at once: the cores the training step leaves free, at least one."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, cores - 2) if gpu else max(1, cores // 4)
 
 
@@ -856,6 +865,9 @@ def flattened(rgba):
 def to_8_bits(pixels, white=None):
     """An 8-bit grayscale picture from wider pixels whose white is `white`, or else guessed from their
     largest value: 1 for floats in [0, 1], then 255, 65535 or the largest value itself."""
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # a float TIFF may hold NaN or infinity
+        finite = pixels[np.isfinite(pixels)]
+        pixels = np.where(np.isfinite(pixels), pixels, np.median(finite) if finite.size else 0)
     if white is None:
         top = pixels.max(initial=0)
         white = next((full for full in (1, 255, 65535) if top <= full), top)

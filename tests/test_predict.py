@@ -5,6 +5,7 @@ import io
 import os
 import re
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -164,6 +165,13 @@ def test_transparency_is_flattened_onto_the_tone_that_sets_off_the_pen(tmp_path,
 def test_wide_pixels_keep_their_tones(tmp_path, pixels, name):
     Image.fromarray(pixels).save(tmp_path / name)
     np.testing.assert_allclose(analysis.load_drawing(tmp_path / name), [[0, 0.5, 1]], atol=0.01)
+
+
+def test_pixels_that_are_not_numbers_take_the_picture_s_typical_tone(tmp_path):
+    Image.fromarray(np.array([[0, 0.5, 1, np.nan, np.inf]], np.float32)).save(tmp_path / "scan.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no RuntimeWarning from casting them
+        np.testing.assert_allclose(analysis.load_drawing(tmp_path / "scan.tif"), [[0, 0.5, 1, 0.5, 0.5]], atol=0.01)
 
 
 def png_declaring(width, height):

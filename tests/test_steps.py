@@ -307,14 +307,17 @@ class FakeWinreg:
         assert (root, key) == ("HKLM", r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
         yield key
 
-    @staticmethod
-    def QueryValueEx(key, name):
-        return "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz   ", 1
+    value = "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz   "
+
+    @classmethod
+    def QueryValueEx(cls, key, name):
+        return cls.value, 1
 
 
 @pytest.mark.parametrize("system, cpuinfo, sysctl, expected", [
     ("linux", "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n", None, "AMD EPYC 7B13"),
     ("linux", "processor\t: 0\nFeatures\t: fp asimd\n", None, "arm"),  # ARM boards name no model
+    ("linux", "model name\t:\nmodel name\n", None, "arm"),  # empty, and without its colon
     ("darwin", "", "Apple M2 Pro\n", "Apple M2 Pro"),
     ("darwin", "", "", "arm"),  # sysctl said nothing: Python's own name
     ("darwin", "", FileNotFoundError(2, "No such file or directory"), "arm"),
@@ -337,7 +340,22 @@ def test_cpu_is_named_by_the_system(monkeypatch, system, cpuinfo, sysctl, expect
     monkeypatch.setattr(analysis.subprocess, "run", run)
     assert analysis.cpu_name() == expected
     assert asked == ([["/usr/sbin/sysctl", "-n", "machdep.cpu.brand_string"]] if system == "darwin" else [])
-    assert analysis.describe_device(None) == f"CPU ({expected}, {analysis.os.cpu_count()} cores)"
+    monkeypatch.setattr(analysis, "usable_cores", lambda: 2)
+    assert analysis.describe_device(None) == f"CPU ({expected}, 2 cores)"
+
+
+def test_cpu_name_survives_an_unreadable_cpuinfo_and_an_odd_registry_value(monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(analysis.Path, "read_text", refuse)
+    assert analysis.cpu_info.__wrapped__() == ""  # the cached reading is left alone
+    monkeypatch.setattr(analysis, "cpu_info", lambda: "")
+    monkeypatch.setattr(analysis.sys, "platform", "win32")
+    monkeypatch.setitem(sys.modules, "winreg", FakeWinreg)
+    monkeypatch.setattr(FakeWinreg, "value", 7)
+    monkeypatch.setattr(analysis.platform, "processor", lambda: "AMD64 Family 25")
+    assert analysis.cpu_name() == "AMD64 Family 25"
 
 
 class FakeGPU:
@@ -398,9 +416,21 @@ def test_a_cuda_build_without_a_usable_gpu_says_so_once(monkeypatch, capsys):
 
 
 def test_map_parallelism_leaves_the_cores_to_training_on_a_cpu(monkeypatch):
-    for cores, cpu, gpu in ((2, 1, 1), (16, 4, 14), (None, 1, 1)):
-        monkeypatch.setattr(analysis.os, "cpu_count", lambda cores=cores: cores)
+    for cores, cpu, gpu in ((1, 1, 1), (2, 1, 1), (16, 4, 14)):
+        monkeypatch.setattr(analysis, "usable_cores", lambda cores=cores: cores)
         assert (analysis.map_parallelism(False), analysis.map_parallelism(True)) == (cpu, gpu)
+
+
+def test_usable_cores_are_those_the_process_may_run_on(monkeypatch):
+    monkeypatch.setattr(analysis.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(analysis.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # taskset -c 0,1
+    assert analysis.usable_cores() == 2
+    monkeypatch.delattr(analysis.os, "sched_getaffinity")  # macOS and Windows have none
+    assert analysis.usable_cores() == 64
+    monkeypatch.setattr(analysis.os, "cpu_count", lambda: None)  # the count unknown
+    assert analysis.usable_cores() == 1
+    monkeypatch.setattr(analysis, "cpu_name", lambda: "Some CPU")
+    assert analysis.describe_device(None) == "CPU (Some CPU, 1 core)"
 
 
 def test_without_a_holdout_nothing_is_calibrated_and_the_run_says_so(capsys):
