@@ -865,9 +865,9 @@ def flattened(rgba):
 def to_8_bits(pixels, white=None):
     """An 8-bit grayscale picture from wider pixels whose white is `white`, or else guessed from their
     largest value: 1 for floats in [0, 1], then 255, 65535 or the largest value itself."""
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # a float TIFF may hold NaN or infinity
-        finite = pixels[np.isfinite(pixels)]
-        pixels = np.where(np.isfinite(pixels), pixels, np.median(finite) if finite.size else 0)
+    finite = np.isfinite(pixels)
+    if not finite.all():  # a float TIFF may hold NaN or infinity
+        pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
     if white is None:
         top = pixels.max(initial=0)
         white = next((full for full in (1, 255, 65535) if top <= full), top)
