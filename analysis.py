@@ -304,10 +304,10 @@ def cpu_info():
 
 def cpu_name():
     """The CPU's name as the system gives it: 'Apple M2' where Python's platform module says 'arm'."""
-    names = [line.partition(":")[2].strip() for line in cpu_info().splitlines() if line.startswith("model name")]
-    if any(names):
-        return next(filter(None, names))
-    name = ""
+    names = (line.partition(":")[2].strip() for line in cpu_info().splitlines() if line.startswith("model name"))
+    name = next(filter(None, names), "")
+    if name:
+        return name
     try:
         if sys.platform == "darwin":  # by full path: GUI and launchd sessions may not have /usr/sbin on PATH
             name = subprocess.run(["/usr/sbin/sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
