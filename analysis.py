@@ -839,8 +839,9 @@ def load_drawing(path, longest=WORKING_SIDE):
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):
                     image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
                 gray = image.convert("L")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"refused: {error}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"refused: larger than the {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels Pillow opens "
+                        "(its guard against decompression bombs)") from None
     except UnidentifiedImageError:
         raise DataError("not a picture (not a format Pillow reads, or empty)") from None
     except OSError as error:
@@ -1192,6 +1193,13 @@ def path(text):
     return Path(text)
 
 
+def model_file(text):
+    """An argparse type: the path of a .keras file, refused when it names a folder (Path drops a trailing /)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name ending in .keras")
+    return path(text)
+
+
 # Flags that only a training run uses, refused with --predict rather than silently ignored
 TRAINING_FLAGS = ("epochs", "batch_size", "lr", "seed", "precision", "xla", "data", "train_samples", "test_samples",
                   "validation_split", "output_dir", "save_model")
@@ -1236,10 +1244,10 @@ def parse_args(argv):
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",
         help="write metrics.json and four PNG reports here, creating it if need be (default: no files)")
-    add("--save-model", type=path, metavar="PATH", help="save the trained model to this .keras file")
+    add("--save-model", type=model_file, metavar="PATH", help="save the trained model to this .keras file")
     add("--predict", type=path, nargs="+", metavar="IMAGE",
         help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder) with --model, instead of training")
-    add("--model", type=path, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
+    add("--model", type=model_file, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
     args = parser.parse_args(argv)
     if args.predict and not args.model:
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")

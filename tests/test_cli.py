@@ -108,6 +108,8 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 images"),
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
+    (["--save-model", "out.keras/"], "--save-model: 'out.keras/' names a folder"),
+    (["--predict", "seven.png", "--model", "m.keras/"], "--model: 'm.keras/' names a folder"),
     (["--predict", "seven.png", "--model", "model.h5"], "--model must end in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
     (["--model", "m.keras"], "--model is only used with --predict"),
