@@ -1286,10 +1286,11 @@ def check_writable(path, what, directory):
 
 def split_data(data, args, rng):
     """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
-    for flag, count, available in (("--train-samples", args.train_samples, len(data.x_train)),
-                                   ("--test-samples", args.test_samples, len(data.x_test))):
-        if count is not None and count > available:
-            raise UsageError(f"{flag} {count} is more than the {available} images in {data.source}")
+    for flag, count, images, kind in (("--train-samples", args.train_samples, data.x_train, "training"),
+                                      ("--test-samples", args.test_samples, data.x_test, "test")):
+        if count is not None and count > len(images):
+            raise UsageError(f"{flag} {count} is more than the {len(images)} {kind} images in "
+                             f"{args.data or 'the bundled MNIST'}")
     train = subsample(data.x_train, data.y_train, args.train_samples, rng)
     test = subsample(data.x_test, data.y_test, args.test_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)

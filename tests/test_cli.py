@@ -106,7 +106,7 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
     (["--precision", "float8"], "--precision: invalid choice: 'float8'"),
     (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
-    (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 images"),
+    (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 training images in the bundled MNIST (see --help)"),
     (["--save-model", "model.h5"], "--save-model must end in .keras"),
     (["--save-model", "out.keras/"], "--save-model: 'out.keras/' names a folder"),
     (["--predict", "seven.png", "--model", "m.keras/"], "--model: 'm.keras/' names a folder"),
