@@ -1194,10 +1194,13 @@ def path(text):
 
 
 def model_file(text):
-    """An argparse type: the path of a .keras file, refused when it names a folder (Path drops a trailing /)."""
-    if text.endswith(("/", os.sep)):
-        raise argparse.ArgumentTypeError(f"{text!r} names a folder; give a file name ending in .keras")
-    return path(text)
+    """An argparse type: the path of a .keras file; Path would turn 'out.keras/' and 'out.keras/.' into one."""
+    given = path(text)
+    if os.path.basename(text) in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"must name a file ending in .keras, not the folder {text!r}")
+    if not text.endswith(".keras"):
+        raise argparse.ArgumentTypeError(f"must end in .keras, not {text!r}")
+    return given
 
 
 # Flags that only a training run uses, refused with --predict rather than silently ignored
@@ -1256,9 +1259,6 @@ def parse_args(argv):
     given = [name for name in TRAINING_FLAGS if getattr(args, name) != parser.get_default(name)]
     if args.predict and given:
         parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
-    for given, flag in ((args.save_model, "--save-model"), (args.model, "--model")):
-        if given and not str(given).endswith(".keras"):
-            parser.error(f"{flag} must end in .keras, not {given.name!r}")
     return args, parser
 
 

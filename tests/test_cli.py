@@ -107,10 +107,14 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--precision", "float8"], "--precision: invalid choice: 'float8'"),
     (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 training images in the bundled MNIST (see --help)"),
-    (["--save-model", "model.h5"], "--save-model must end in .keras"),
-    (["--save-model", "out.keras/"], "--save-model: 'out.keras/' names a folder"),
-    (["--predict", "seven.png", "--model", "m.keras/"], "--model: 'm.keras/' names a folder"),
-    (["--predict", "seven.png", "--model", "model.h5"], "--model must end in .keras"),
+    (["--test-samples", "10001"], "--test-samples 10001 is more than the 10000 test images in the bundled MNIST (see --help)"),
+    (["--save-model", "model.h5"], "--save-model: must end in .keras, not 'model.h5'"),
+    (["--save-model", "out.keras/"], "--save-model: must name a file ending in .keras, not the folder 'out.keras/'"),
+    (["--save-model", "out.keras/."], "--save-model: must name a file ending in .keras, not the folder"),
+    (["--save-model", "/"], "--save-model: must name a file ending in .keras, not the folder '/'"),
+    (["--save-model", " "], "--save-model: an empty path"),
+    (["--predict", "seven.png", "--model", "m.keras/"], "--model: must name a file ending in .keras, not the folder"),
+    (["--predict", "seven.png", "--model", "model.h5"], "--model: must end in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
     (["--model", "m.keras"], "--model is only used with --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "--output-dir is for training runs"),
@@ -212,6 +216,15 @@ def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_not
     np.testing.assert_array_equal(matrix.sum(1), np.bincount(arrays["y_test"], minlength=10))
     assert accuracy > 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npz"]
+
+
+def test_more_images_than_another_set_holds_names_that_set(mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "small.npz", x_train=mnist.x_train[:300], y_train=mnist.y_train[:300],
+             x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
+    status, _, stderr = run_main(["--data", "small.npz", "--test-samples", "51"])
+    assert status == 2 and script_lines(stderr) == [
+        "analysis.py: error: --test-samples 51 is more than the 50 test images in small.npz (see --help)"]
 
 
 def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):
