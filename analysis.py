@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -826,22 +825,28 @@ def load_drawing(path, longest=WORKING_SIDE):
 
     JPEGs are decoded straight at a reduced scale, so a 12-megapixel photo opens in tens of
     milliseconds; transparency is flattened onto whichever of white and black sets off what is
-    drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped; a picture over Pillow's
-    pixel limit (a decompression bomb, or just too big) is refused before it is decoded."""
+    drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped; a picture that would
+    decode to more than Pillow's pixel limit (a decompression bomb, or just too big) is refused
+    before it is decoded, a JPEG by the size it decodes to at reduced scale (a 200-megapixel photo
+    opens)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.draft("L", (longest, longest))
-                image = ImageOps.exif_transpose(image)
-                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    image = flattened(image.convert("RGBA"))
-                if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                    image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
-                gray = image.convert("L")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"refused: larger than the {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels Pillow opens "
-                        "(its guard against decompression bombs)") from None
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below, after draft()
+        try:
+            opened = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        with opened as image:
+            width, height = image.size
+            image.draft("L", (longest, longest))
+            if limit and image.size[0] * image.size[1] > limit:
+                raise DataError(f"refused: {width}x{height} pixels, over Pillow's limit of {limit / 1e6:.0f} "
+                                "megapixels (its guard against decompression bombs)")
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                image = flattened(image.convert("RGBA"))
+            if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
+            gray = image.convert("L")
     except UnidentifiedImageError:
         raise DataError("not a picture (not a format Pillow reads, or empty)") from None
     except OSError as error:

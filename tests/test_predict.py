@@ -185,8 +185,9 @@ def png_declaring(width, height):
 @pytest.mark.parametrize("name, content, message", [
     ("empty.png", b"", "not a picture"),
     ("notes.jpg", b"these are not pixels", "not a picture"),
-    ("bomb.png", png_declaring(20000, 20000), "refused: larger than the 89 megapixels Pillow opens"),
-    ("large.png", png_declaring(10000, 10000), "refused: larger than the 89 megapixels Pillow opens"),
+    ("bomb.png", png_declaring(20000, 20000),
+     f"refused: 20000x20000 pixels, over Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"),
+    ("large.png", png_declaring(10000, 10000), "refused: 10000x10000 pixels, over Pillow's limit"),
     ("cut.png", None, "not a readable picture"),
     ("cut.jpg", None, "not a readable picture"),
 ])
@@ -199,6 +200,17 @@ def test_hostile_and_broken_files_are_refused_with_a_reason(tmp_path, name, cont
         path.write_bytes(content)
     with pytest.raises(analysis.DataError, match=re.escape(message)):
         analysis.preprocess_drawing(analysis.load_drawing(path))
+
+
+def test_a_jpeg_over_pillow_s_limit_opens_at_reduced_scale_where_other_formats_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # a 4-megapixel picture stands in for a 200-MP photo
+    picture = Image.fromarray((stroke_image(size=(2000, 2000), box=(600, 400, 1000, 1600)) * 255).astype(np.uint8))
+    picture.save(tmp_path / "photo.jpg")
+    picture.save(tmp_path / "scan.png")
+    assert analysis.load_drawing(tmp_path / "photo.jpg", longest=250).shape == (250, 250)  # decoded at 1/8 scale
+    with pytest.raises(analysis.DataError, match="refused: 2000x2000 pixels, over Pillow's limit of 1 megapixels"):
+        analysis.load_drawing(tmp_path / "scan.png", longest=250)
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000  # the limit put back after opening
 
 
 def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
