@@ -474,6 +474,14 @@ def random_affine(images, uniforms, degrees=8, zoom=0.08, shift=0.08):
     return keras.ops.image.affine_transform(images, transforms, fill_mode="constant")
 
 
+def unconverted(function):
+    """`function` for tf.data to trace as written, for functions without Python control flow on tensors.
+
+    AutoGraph would write each function it converts to a temporary file, removed by an exit handler
+    that a run stopped with Ctrl-C skips (os._exit, below) and a killed one never reaches."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def without_autotune(dataset):
     """Switch tf.data's autotuner off: on a 2-core machine it stalled whole epochs for seconds."""
     options = tf.data.Options()
@@ -496,16 +504,17 @@ def training_stream(images, labels, batch_size, seed, parallel_calls=1):
         tf.data.Dataset.from_tensor_slices((images, labels))
         .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         .repeat().batch(batch_size, drop_remainder=True).enumerate()
-        .map(prepare_and_augment, num_parallel_calls=parallel_calls, deterministic=True).prefetch(2))
+        .map(unconverted(prepare_and_augment), num_parallel_calls=parallel_calls, deterministic=True).prefetch(2))
 
 
 def inference_stream(images, labels=None):
     """Batches of prepared images (with one-hot labels when given), cast and scaled as they are fed."""
     if labels is None:
-        batches = tf.data.Dataset.from_tensor_slices(images).batch(INFERENCE_BATCH).map(prepare_images)
+        batches = tf.data.Dataset.from_tensor_slices(images).batch(INFERENCE_BATCH).map(unconverted(prepare_images))
     else:
         batches = (tf.data.Dataset.from_tensor_slices((images, labels)).batch(INFERENCE_BATCH)
-                   .map(lambda batch_images, batch_labels: (prepare_images(batch_images), one_hot(batch_labels))))
+                   .map(unconverted(lambda batch_images, batch_labels: (prepare_images(batch_images),
+                                                                         one_hot(batch_labels)))))
     return without_autotune(batches.prefetch(1))
 
 

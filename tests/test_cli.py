@@ -263,14 +263,17 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
 def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
-    out = tmp_path / "out"
+    out, temporary = tmp_path / "out", tmp_path / "tmp"
+    temporary.mkdir()
     # Python's own Ctrl-C handler, set explicitly: a shell running this suite in the background ignores SIGINT
     command = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     process = subprocess.Popen(
         [sys.executable, "-c", command, str(ROOT / "analysis.py"), "--epochs", "50", "--train-samples", "20000",
          "--precision", "float32", "--output-dir", out, "--save-model", out / "model.keras"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(temporary),
+             "MPLCONFIGDIR": str(tmp_path / "matplotlib")})  # else, with HOME read-only, its cache goes to TMPDIR
     for line in process.stdout:
         if line.startswith("Epoch 1/"):
             break
@@ -279,3 +282,4 @@ def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
     assert process.returncode == 130
     assert script_lines(stderr) == ["error: interrupted"] and "Traceback" not in stderr
     assert not out.exists()
+    assert list(temporary.iterdir()) == []  # nothing left in the temporary folder either
