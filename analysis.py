@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -28,13 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 # TensorFlow (with Keras on it), scikit-learn, SciPy and matplotlib take seconds to import, so main()
 # imports them with import_libraries() once the arguments are read: --help and usage errors answer
@@ -834,28 +836,18 @@ def load_drawing(path, longest=WORKING_SIDE):
 
     JPEGs are decoded straight at a reduced scale, so a 12-megapixel photo opens in tens of
     milliseconds; transparency is flattened onto whichever of white and black sets off what is
-    drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped; a picture that would
-    decode to more than Pillow's pixel limit (a decompression bomb, or just too big) is refused
-    before it is decoded, a JPEG by the size it decodes to at reduced scale (a 200-megapixel photo
-    opens)."""
+    drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped. Pillow's warnings about
+    quirks of a file it has read anyway are not shown: each picture gets one line."""
     try:
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below, after draft()
-        try:
-            opened = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
-        with opened as image:
-            width, height = image.size
-            image.draft("L", (longest, longest))
-            if limit and image.size[0] * image.size[1] > limit:
-                raise DataError(f"refused: {width}x{height} pixels, over Pillow's limit of {limit / 1e6:.0f} "
-                                "megapixels (its guard against decompression bombs)")
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                image = flattened(image.convert("RGBA"))
-            if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
-            gray = image.convert("L")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with opened_picture(path, longest) as image:
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    image = flattened(image.convert("RGBA"))
+                if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                    image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
+                gray = image.convert("L")
     except UnidentifiedImageError:
         raise DataError("not a picture (not a format Pillow reads, or empty)") from None
     except OSError as error:
@@ -867,6 +859,41 @@ def load_drawing(path, longest=WORKING_SIDE):
     if max(gray.size) > longest:
         gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
     return np.asarray(gray, np.float32) / 255
+
+
+def opened_picture(path, longest):
+    """A picture opened, not yet decoded, to decode at about `longest` pixels on its longer side where it can.
+
+    Pillow refuses a picture over its pixel limit (a decompression bomb, or just too big) before
+    decoding it. A baseline JPEG decodes at down to an eighth of its size, so one over the limit is
+    opened when that fits (a 200-megapixel photo does); a progressive JPEG holds coefficients for
+    its full size while it decodes, so it is refused like other formats."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        with open(path, "rb") as file:
+            jpeg = file.read(3) == b"\xff\xd8\xff"
+        if not jpeg:
+            declared = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's 'Image size (N pixels) exceeds ...'
+            raise too_large(int(declared[1]) if declared else None) from None
+        image = JpegImagePlugin.JpegImageFile(path)  # Pillow checks the size in Image.open alone
+        full_size = image.size
+        image.draft("L", scaled_size(image.size, longest))
+        if image.info.get("progressive") or image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
+            image.close()
+            raise too_large(full_size[0] * full_size[1], image.info.get("progressive")) from None
+        return image
+    image.draft("L", scaled_size(image.size, longest))  # JPEGs only; other formats ignore it
+    return image
+
+
+def too_large(pixels, progressive=False):
+    """The refusal of a picture of `pixels` pixels (None: not known) over Pillow's limit."""
+    size = f"{pixels / 1e6:.0f} megapixels{' in a progressive JPEG' if progressive else ''}, " if pixels else ""
+    return DataError(f"refused: {size}over Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+                     "(its guard against decompression bombs)")
 
 
 def flattened(rgba):

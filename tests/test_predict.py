@@ -186,8 +186,8 @@ def png_declaring(width, height):
     ("empty.png", b"", "not a picture"),
     ("notes.jpg", b"these are not pixels", "not a picture"),
     ("bomb.png", png_declaring(20000, 20000),
-     f"refused: 20000x20000 pixels, over Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"),
-    ("large.png", png_declaring(10000, 10000), "refused: 10000x10000 pixels, over Pillow's limit"),
+     f"refused: 400 megapixels, over Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"),
+    ("large.png", png_declaring(10000, 10000), "refused: 100 megapixels, over Pillow's limit"),
     ("cut.png", None, "not a readable picture"),
     ("cut.jpg", None, "not a readable picture"),
 ])
@@ -202,15 +202,33 @@ def test_hostile_and_broken_files_are_refused_with_a_reason(tmp_path, name, cont
         analysis.preprocess_drawing(analysis.load_drawing(path))
 
 
-def test_a_jpeg_over_pillow_s_limit_opens_at_reduced_scale_where_other_formats_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # a 4-megapixel picture stands in for a 200-MP photo
-    picture = Image.fromarray((stroke_image(size=(2000, 2000), box=(600, 400, 1000, 1600)) * 255).astype(np.uint8))
-    picture.save(tmp_path / "photo.jpg")
-    picture.save(tmp_path / "scan.png")
-    assert analysis.load_drawing(tmp_path / "photo.jpg", longest=250).shape == (250, 250)  # decoded at 1/8 scale
-    with pytest.raises(analysis.DataError, match="refused: 2000x2000 pixels, over Pillow's limit of 1 megapixels"):
-        analysis.load_drawing(tmp_path / "scan.png", longest=250)
-    assert Image.MAX_IMAGE_PIXELS == 1_000_000  # the limit put back after opening
+@pytest.mark.parametrize("name, size, options, message", [
+    ("photo.jpg", (2000, 2000), {}, None),  # decoded at 1/8 scale: 250 x 250
+    ("panorama.jpg", (8000, 160), {}, None),  # 1/8 scale too, though its short side is under 250
+    ("progressive.jpg", (2000, 2000), {"progressive": True}, "refused: 4 megapixels in a progressive JPEG, over"),
+    ("scan.png", (2000, 2000), {}, "refused: 4 megapixels, over Pillow's limit of 1 megapixels"),
+])
+def test_a_baseline_jpeg_over_pillow_s_limit_opens_at_reduced_scale_and_others_are_refused(
+        tmp_path, monkeypatch, name, size, options, message):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # a few megapixels stand in for a 200-MP photo
+    width, height = size
+    pixels = stroke_image(size=(height, width), box=(height // 4, width // 4, height * 3 // 4, width // 2))
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(tmp_path / name, **options)
+    if message is None:
+        assert analysis.load_drawing(tmp_path / name, longest=250).shape == (height * 250 // width, 250)
+    else:
+        with pytest.raises(analysis.DataError, match=re.escape(message)):
+            analysis.load_drawing(tmp_path / name, longest=250)
+
+
+def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray((stroke_image(size=(64, 64), box=(10, 20, 54, 30)) * 255).astype(np.uint8)).save(png, "PNG")
+    directory_entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png.getvalue()), 22)  # says 16x16, holds 64x64
+    (tmp_path / "icon.ico").write_bytes(struct.pack("<HHH", 0, 1, 1) + directory_entry + png.getvalue())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analysis.load_drawing(tmp_path / "icon.ico").shape == (64, 64)
 
 
 def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
