@@ -1239,8 +1239,8 @@ def model_file(text):
     given = path(text)
     if os.path.basename(text) in ("", ".", ".."):
         raise argparse.ArgumentTypeError(f"must name a file ending in .keras, not the folder {text!r}")
-    if not text.endswith(".keras"):
-        raise argparse.ArgumentTypeError(f"must end in .keras, not {text!r}")
+    if given.suffix != ".keras":  # '.keras' alone has none: a hidden file with no name
+        raise argparse.ArgumentTypeError(f"must be a file name ending in .keras (such as model.keras), not {text!r}")
     return given
 
 
@@ -1257,7 +1257,7 @@ def parse_args(argv):
     add = parser.add_argument
     positive_int = checked(int, lambda value: value > 0, "a positive number")
     epochs = checked(int, lambda value: 0 < value <= 10**6, "a positive number, at most 1000000")
-    learning_rate = checked(float, lambda value: 0 < value <= np.finfo(np.float32).max,
+    learning_rate = checked(float, lambda value: 0 < value <= float(np.finfo(np.float32).max),
                             "a positive number that float32 can hold")
     seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
     fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")

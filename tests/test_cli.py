@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -108,13 +109,15 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 training images in the bundled MNIST (see --help)"),
     (["--test-samples", "10001"], "--test-samples 10001 is more than the 10000 test images in the bundled MNIST (see --help)"),
-    (["--save-model", "model.h5"], "--save-model: must end in .keras, not 'model.h5'"),
+    (["--save-model", "model.h5"], "--save-model: must be a file name ending in .keras (such as model.keras), not 'model.h5'"),
+    (["--save-model", ".keras"], "--save-model: must be a file name ending in .keras (such as model.keras), not '.keras'"),
+    (["--save-model", "models/.keras"], "--save-model: must be a file name ending in .keras"),
     (["--save-model", "out.keras/"], "--save-model: must name a file ending in .keras, not the folder 'out.keras/'"),
     (["--save-model", "out.keras/."], "--save-model: must name a file ending in .keras, not the folder"),
     (["--save-model", "/"], "--save-model: must name a file ending in .keras, not the folder '/'"),
     (["--save-model", " "], "--save-model: an empty path"),
     (["--predict", "seven.png", "--model", "m.keras/"], "--model: must name a file ending in .keras, not the folder"),
-    (["--predict", "seven.png", "--model", "model.h5"], "--model: must end in .keras"),
+    (["--predict", "seven.png", "--model", "model.h5"], "--model: must be a file name ending in .keras"),
     (["--predict", "digit.png"], "--predict needs --model"),
     (["--model", "m.keras"], "--model is only used with --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "--output-dir is for training runs"),
@@ -125,7 +128,9 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--epoch", "3"], "unrecognized arguments"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, message):
-    status, stdout, stderr = run_main(flags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # which the run would print as more lines
+        status, stdout, stderr = run_main(flags)
     assert status == 2
     assert len(stderr.splitlines()) == 1 and stderr.startswith("analysis.py: error: ") and message in stderr
     assert "Epoch" not in stdout
