@@ -868,6 +868,7 @@ def opened_picture(path, longest):
     decoding it. A baseline JPEG decodes at down to an eighth of its size, so one over the limit is
     opened when that fits (a 200-megapixel photo does); a progressive JPEG holds coefficients for
     its full size while it decodes, so it is refused like other formats."""
+    over_limit = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -878,14 +879,13 @@ def opened_picture(path, longest):
         if not jpeg:
             declared = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's 'Image size (N pixels) exceeds ...'
             raise too_large(int(declared[1]) if declared else None) from None
-        image = JpegImagePlugin.JpegImageFile(path)  # Pillow checks the size in Image.open alone
-        full_size = image.size
-        image.draft("L", scaled_size(image.size, longest))
-        if image.info.get("progressive") or image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
-            image.close()
-            raise too_large(full_size[0] * full_size[1], image.info.get("progressive")) from None
-        return image
+        image, over_limit = JpegImagePlugin.JpegImageFile(path), True  # Pillow checks the size in Image.open alone
+    width, height = image.size
+    progressive = bool(image.info.get("progressive"))
     image.draft("L", scaled_size(image.size, longest))  # JPEGs only; other formats ignore it
+    if over_limit and (progressive or image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS):
+        image.close()
+        raise too_large(width * height, progressive)
     return image
 
 
