@@ -840,7 +840,7 @@ def load_drawing(path, longest=WORKING_SIDE):
     quirks of a file it has read anyway are not shown: each picture gets one line."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with opened_picture(path, longest) as image:
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -865,33 +865,51 @@ def opened_picture(path, longest):
     """A picture opened, not yet decoded, to decode at about `longest` pixels on its longer side where it can.
 
     Pillow refuses a picture over its pixel limit (a decompression bomb, or just too big) before
-    decoding it. A baseline JPEG decodes at down to an eighth of its size, so one over the limit is
-    opened when that fits (a 200-megapixel photo does); a progressive JPEG holds coefficients for
-    its full size while it decodes, so it is refused like other formats."""
+    decoding it. A sequential JPEG with one scan decodes at down to an eighth of its size, so one
+    over the limit is opened when that fits (a 200-megapixel photo does); other JPEGs make libjpeg
+    hold coefficients for the full size, so they are refused like other formats."""
     over_limit = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        with open(path, "rb") as file:
-            jpeg = file.read(3) == b"\xff\xd8\xff"
-        if not jpeg:
+        if not one_scan_jpeg(path):
             declared = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's 'Image size (N pixels) exceeds ...'
             raise too_large(int(declared[1]) if declared else None) from None
         image, over_limit = JpegImagePlugin.JpegImageFile(path), True  # Pillow checks the size in Image.open alone
     width, height = image.size
-    progressive = bool(image.info.get("progressive"))
     image.draft("L", scaled_size(image.size, longest))  # JPEGs only; other formats ignore it
-    if over_limit and (progressive or image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS):
+    if over_limit and image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
         image.close()
-        raise too_large(width * height, progressive)
+        raise too_large(width * height)
     return image
 
 
-def too_large(pixels, progressive=False):
+def one_scan_jpeg(path):
+    """Whether a file is a sequential (baseline) JPEG whose first scan holds all its colour channels.
+
+    libjpeg decodes only those without a coefficient buffer for the whole picture (a progressive
+    JPEG, or one with a scan per channel, needs one however small the decoded size)."""
+    sequential = (0xC0, 0xC1)  # baseline and extended sequential, Huffman-coded: what cameras write
+    channels = None
+    with open(path, "rb") as file:
+        if file.read(2) != b"\xff\xd8":
+            return False
+        while (marker := file.read(2)) and len(marker) == 2 and marker[0] == 0xFF:
+            segment = file.read(max(0, int.from_bytes(file.read(2), "big") - 2))
+            if marker[1] in sequential and len(segment) >= 6:
+                channels = segment[5]
+            elif 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):  # another kind of frame
+                return False
+            elif marker[1] == 0xDA:  # the first scan
+                return bool(segment) and channels is not None and segment[0] == channels
+    return False
+
+
+def too_large(pixels):
     """The refusal of a picture of `pixels` pixels (None: not known) over Pillow's limit."""
-    size = f"{pixels / 1e6:.0f} megapixels{' in a progressive JPEG' if progressive else ''}, " if pixels else ""
+    size = f"{pixels / 1e6:.0f} megapixels, " if pixels else ""
     return DataError(f"refused: {size}over Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
                      "(its guard against decompression bombs)")
 

@@ -205,7 +205,7 @@ def test_hostile_and_broken_files_are_refused_with_a_reason(tmp_path, name, cont
 @pytest.mark.parametrize("name, size, options, message", [
     ("photo.jpg", (2000, 2000), {}, None),  # decoded at 1/8 scale: 250 x 250
     ("panorama.jpg", (8000, 160), {}, None),  # 1/8 scale too, though its short side is under 250
-    ("progressive.jpg", (2000, 2000), {"progressive": True}, "refused: 4 megapixels in a progressive JPEG, over"),
+    ("progressive.jpg", (2000, 2000), {"progressive": True}, "refused: 4 megapixels, over Pillow's limit"),
     ("scan.png", (2000, 2000), {}, "refused: 4 megapixels, over Pillow's limit of 1 megapixels"),
 ])
 def test_a_baseline_jpeg_over_pillow_s_limit_opens_at_reduced_scale_and_others_are_refused(
@@ -219,6 +219,21 @@ def test_a_baseline_jpeg_over_pillow_s_limit_opens_at_reduced_scale_and_others_a
     else:
         with pytest.raises(analysis.DataError, match=re.escape(message)):
             analysis.load_drawing(tmp_path / name, longest=250)
+
+
+def test_a_jpeg_over_the_limit_whose_first_scan_holds_one_colour_channel_is_refused(tmp_path, monkeypatch):
+    """libjpeg would hold coefficients for its full size, at any decoded scale: a small file can claim gigabytes."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    photo = io.BytesIO()
+    Image.new("RGB", (2000, 2000), "white").save(photo, "JPEG")
+    jpeg = photo.getvalue()
+    start = jpeg.index(b"\xff\xda")  # the scan header: channel count, (channel, tables) each, then 3 bytes
+    end = start + 2 + int.from_bytes(jpeg[start + 2:start + 4], "big")
+    one_channel = bytes([1]) + jpeg[start + 5:start + 7] + jpeg[end - 3:end]
+    (tmp_path / "scans.jpg").write_bytes(jpeg[:start] + b"\xff\xda" + (len(one_channel) + 2).to_bytes(2, "big")
+                                         + one_channel + jpeg[end:])
+    with pytest.raises(analysis.DataError, match="refused: 4 megapixels, over Pillow's limit of 1 megapixels"):
+        analysis.load_drawing(tmp_path / "scans.jpg", longest=250)
 
 
 def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
