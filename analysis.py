@@ -102,6 +102,7 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+BUNDLED_SIZES = (60000, 10000)  # training and test images in the pinned files
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 INFERENCE_BATCH = 256  # no gradients to keep, so predict in batches larger than training's (larger cost memory, not time)
@@ -1318,6 +1319,9 @@ def parse_args(argv):
     given = [name for name in TRAINING_FLAGS if getattr(args, name) != parser.get_default(name)]
     if args.predict and given:
         parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
+    problem = args.data is None and too_many_samples(args, *BUNDLED_SIZES)
+    if problem:  # the bundled sizes are known before loading, and before the slow imports
+        parser.error(problem)
     return args, parser
 
 
@@ -1343,13 +1347,20 @@ def check_writable(path, what, directory):
         raise DataError(f"cannot write {what} {path}: {error.strerror or error}") from None
 
 
+def too_many_samples(args, training_images, test_images):
+    """The usage error of a --train-samples or --test-samples larger than the set it samples, or None."""
+    for flag, count, available, kind in (("--train-samples", args.train_samples, training_images, "training"),
+                                         ("--test-samples", args.test_samples, test_images, "test")):
+        if count is not None and count > available:
+            return f"{flag} {count} is more than the {available} {kind} images in {args.data or 'the bundled MNIST'}"
+    return None
+
+
 def split_data(data, args, rng):
     """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
-    for flag, count, images, kind in (("--train-samples", args.train_samples, data.x_train, "training"),
-                                      ("--test-samples", args.test_samples, data.x_test, "test")):
-        if count is not None and count > len(images):
-            raise UsageError(f"{flag} {count} is more than the {len(images)} {kind} images in "
-                             f"{args.data or 'the bundled MNIST'}")
+    problem = too_many_samples(args, len(data.x_train), len(data.x_test))
+    if problem:
+        raise UsageError(problem)
     train = subsample(data.x_train, data.y_train, args.train_samples, rng)
     test = subsample(data.x_test, data.y_test, args.test_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)

@@ -75,6 +75,7 @@ def heavy_imports(result):
 @pytest.mark.parametrize("args, status, output", [
     (["--help"], 0, "usage: analysis.py"),
     (["--epochs", "0"], 2, "--epochs: must be a positive number"),
+    (["--train-samples", "60001"], 2, "--train-samples 60001 is more than the 60000 training images"),
     (["--output-dir", "analysis.py"], 1, "it exists and is not a directory"),
 ])
 def test_help_usage_errors_and_bad_paths_answer_before_the_heavy_imports(args, status, output):

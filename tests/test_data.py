@@ -13,6 +13,7 @@ import analysis
 
 def test_bundled_mnist_matches_the_published_pins_and_counts(mnist):
     assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
+    assert (len(mnist.x_train), len(mnist.x_test)) == analysis.BUNDLED_SIZES  # which parse_args checks against
     assert mnist.x_train.dtype == np.uint8
     assert np.bincount(mnist.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(mnist.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
