@@ -362,8 +362,33 @@ def describe_device(gpu_details):
 
 
 def usable_cores():
-    """The cores this process may run on: taskset's and a container's cpuset limit them too."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use: taskset's and a container's cpuset limit them, and so does a CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, cpu_quota() or cores)
+
+
+def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
+    """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
+    try:
+        groups = own_groups.read_text().splitlines()
+    except OSError:  # not Linux
+        return None
+    for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
+        _, controllers, group = line.split(":", 2)
+        folder = group.lstrip("/")
+        try:
+            if not controllers:
+                quota, period = (mounted / folder / "cpu.max").read_text().split()  # "max 100000": none
+            elif "cpu" in controllers.split(","):
+                quota, period = ((mounted / "cpu" / folder / name).read_text().strip()  # -1: none
+                                 for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            else:
+                continue
+            if quota not in ("max", "-1"):
+                return max(1, math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
+            continue
+    return None
 
 
 def nvidia_driver_present():
@@ -375,6 +400,10 @@ def configure_runtime(args):
     """Seed every generator, pick the device, its precision and XLA; return the Runtime."""
     if args.no_accel:
         tf.config.set_visible_devices([], "GPU")
+    if cpu_quota():  # TensorFlow sizes its thread pools by the cores it sees, not by a quota (tensorflow#17206)
+        with contextlib.suppress(RuntimeError):  # already running (a second run in one process): as they are
+            tf.config.threading.set_intra_op_parallelism_threads(usable_cores())
+            tf.config.threading.set_inter_op_parallelism_threads(usable_cores())
     keras.utils.set_random_seed(args.seed)
     with tensorflow_log_silenced():
         gpus = tf.config.get_visible_devices("GPU")

@@ -422,15 +422,57 @@ def test_map_parallelism_leaves_the_cores_to_training_on_a_cpu(monkeypatch):
 
 
 def test_usable_cores_are_those_the_process_may_run_on(monkeypatch):
+    monkeypatch.setattr(analysis, "cpu_quota", lambda: None)
     monkeypatch.setattr(analysis.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(analysis.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # taskset -c 0,1
     assert analysis.usable_cores() == 2
+    monkeypatch.setattr(analysis, "cpu_quota", lambda: 1)  # docker run --cpus 1
+    assert analysis.usable_cores() == 1
+    monkeypatch.setattr(analysis, "cpu_quota", lambda: 8)  # a quota above the cores it may run on
+    assert analysis.usable_cores() == 2
+    monkeypatch.setattr(analysis, "cpu_quota", lambda: None)
     monkeypatch.delattr(analysis.os, "sched_getaffinity")  # macOS and Windows have none
     assert analysis.usable_cores() == 64
     monkeypatch.setattr(analysis.os, "cpu_count", lambda: None)  # the count unknown
     assert analysis.usable_cores() == 1
     monkeypatch.setattr(analysis, "cpu_name", lambda: "Some CPU")
     assert analysis.describe_device(None) == "CPU (Some CPU, 1 core)"
+
+
+def write_files(root, files):
+    """Create each file of {relative path: text} under root."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.mark.parametrize("groups, files, cpus", [
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 2),  # cgroup v2 in a container: docker run --cpus 1.5
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    ("0::/system.slice/job.scope\n", {"system.slice/job.scope/cpu.max": "50000 100000\n"}, 1),
+    ("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n",
+     {"cpu/docker/abc/cpu.cfs_quota_us": "200000\n", "cpu/docker/abc/cpu.cfs_period_us": "100000\n"}, 2),  # v1
+    ("4:cpu,cpuacct:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ("0::/\n1:cpu:/q\n", {"cpu/q/cpu.cfs_quota_us": "100000\n", "cpu/q/cpu.cfs_period_us": "100000\n"}, 1),  # hybrid
+    ("0::/\n", {}, None),  # no cpu controller here
+    ("0::/\n", {"cpu.max": "garbled\n"}, None),
+])
+def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
+    write_files(tmp_path / "fs", files)
+    (tmp_path / "cgroup").write_text(groups)
+    assert analysis.cpu_quota(tmp_path / "cgroup", tmp_path / "fs") == cpus
+    assert analysis.cpu_quota(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
+
+
+@pytest.mark.parametrize("quota, threads", [(1, [1, 1]), (None, [])])
+def test_a_cpu_quota_sizes_tensorflows_thread_pools(monkeypatch, quota, threads):
+    set_to = []
+    monkeypatch.setattr(analysis, "cpu_quota", lambda: quota)
+    monkeypatch.setattr(analysis, "usable_cores", lambda: 1)
+    for pool in ("intra", "inter"):
+        monkeypatch.setattr(analysis.tf.config.threading, f"set_{pool}_op_parallelism_threads", set_to.append)
+    analysis.configure_runtime(runtime_args(precision="float32"))
+    assert set_to == threads
 
 
 def test_without_a_holdout_nothing_is_calibrated_and_the_run_says_so(capsys):
