@@ -374,21 +374,28 @@ def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup
     except OSError:  # not Linux
         return None
     for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
-        _, controllers, group = line.split(":", 2)
-        folder = group.lstrip("/")
-        try:
-            if not controllers:
-                quota, period = (mounted / folder / "cpu.max").read_text().split()  # "max 100000": none
-            elif "cpu" in controllers.split(","):
-                quota, period = ((mounted / "cpu" / folder / name).read_text().strip()  # -1: none
-                                 for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
-            else:
-                continue
-            if quota not in ("max", "-1"):
-                return max(1, math.ceil(int(quota) / int(period)))
-        except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
+        fields = line.split(":", 2)
+        if len(fields) != 3 or fields[1] and "cpu" not in fields[1].split(","):
             continue
+        _, controllers, group = fields
+        mount = mounted / "cpu" if controllers else mounted
+        for folder in dict.fromkeys((group.lstrip("/"), "")):  # a container may see its group as the mount's root
+            cpus = quota_in(mount / folder, version2=not controllers)
+            if cpus:
+                return cpus
     return None
+
+
+def quota_in(folder, version2):
+    """The CPUs of the quota set in one cgroup folder, rounded up; None if none, or if its files are missing."""
+    try:
+        if version2:
+            quota, period = (folder / "cpu.max").read_text().split()  # "max 100000": none
+        else:
+            quota, period = ((folder / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
+        return None
 
 
 def nvidia_driver_present():

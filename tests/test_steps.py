@@ -452,10 +452,13 @@ def write_files(root, files):
     ("0::/system.slice/job.scope\n", {"system.slice/job.scope/cpu.max": "50000 100000\n"}, 1),
     ("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n",
      {"cpu/docker/abc/cpu.cfs_quota_us": "200000\n", "cpu/docker/abc/cpu.cfs_period_us": "100000\n"}, 2),  # v1
+    # v1 in a container, where the group's own folder is mounted as the root
+    ("4:cpu,cpuacct:/docker/abc\n", {"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
     ("4:cpu,cpuacct:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
     ("0::/\n1:cpu:/q\n", {"cpu/q/cpu.cfs_quota_us": "100000\n", "cpu/q/cpu.cfs_period_us": "100000\n"}, 1),  # hybrid
     ("0::/\n", {}, None),  # no cpu controller here
     ("0::/\n", {"cpu.max": "garbled\n"}, None),
+    ("garbled\n", {"cpu.max": "100000 100000\n"}, None),
 ])
 def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     write_files(tmp_path / "fs", files)
