@@ -394,7 +394,7 @@ def quota_in(folder, version2):
         else:
             quota, period = ((folder / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
         return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
+    except (OSError, ValueError, ZeroDivisionError):  # a controller mounted elsewhere, or a file not as documented
         return None
 
 

@@ -459,6 +459,7 @@ def write_files(root, files):
     ("0::/\n", {}, None),  # no cpu controller here
     ("0::/\n", {"cpu.max": "garbled\n"}, None),
     ("garbled\n", {"cpu.max": "100000 100000\n"}, None),
+    ("0::/\n", {"cpu.max": "100000 0\n"}, None),
 ])
 def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     write_files(tmp_path / "fs", files)
