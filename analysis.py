@@ -33,7 +33,7 @@ import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
@@ -370,20 +370,20 @@ def usable_cores():
 def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
     """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
     try:
-        groups = own_groups.read_text().splitlines()
+        groups = own_groups.read_text(errors="surrogateescape").splitlines()  # group names are bytes
     except OSError:  # not Linux
         return None
+    found = []
     for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
         fields = line.split(":", 2)
         if len(fields) != 3 or fields[1] and "cpu" not in fields[1].split(","):
             continue
         _, controllers, group = fields
         mount = mounted / "cpu" if controllers else mounted
-        for folder in dict.fromkeys((group.lstrip("/"), "")):  # a container may see its group as the mount's root
-            cpus = quota_in(mount / folder, version2=not controllers)
-            if cpus:
-                return cpus
-    return None
+        # An enclosing group's limit applies too; a container sees its own group as the mount's root
+        for folder in (PurePosixPath(group), *PurePosixPath(group).parents):
+            found.append(quota_in(mount / str(folder).lstrip("/"), version2=not controllers))
+    return min(filter(None, found), default=None)
 
 
 def quota_in(folder, version2):
@@ -403,14 +403,18 @@ def nvidia_driver_present():
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
+def fit_thread_pools_to_quota():
+    """Give TensorFlow's thread pools the cores a CPU quota allows: it sizes them by the cores it sees (tensorflow#17206)."""
+    if cpu_quota():
+        with contextlib.suppress(RuntimeError):  # already running (a second run in one process): as they are
+            tf.config.threading.set_intra_op_parallelism_threads(usable_cores())
+            tf.config.threading.set_inter_op_parallelism_threads(usable_cores())
+
+
 def configure_runtime(args):
     """Seed every generator, pick the device, its precision and XLA; return the Runtime."""
     if args.no_accel:
         tf.config.set_visible_devices([], "GPU")
-    if cpu_quota():  # TensorFlow sizes its thread pools by the cores it sees, not by a quota (tensorflow#17206)
-        with contextlib.suppress(RuntimeError):  # already running (a second run in one process): as they are
-            tf.config.threading.set_intra_op_parallelism_threads(usable_cores())
-            tf.config.threading.set_inter_op_parallelism_threads(usable_cores())
     keras.utils.set_random_seed(args.seed)
     with tensorflow_log_silenced():
         gpus = tf.config.get_visible_devices("GPU")
@@ -1508,6 +1512,7 @@ def main(argv=None):
             except OSError as error:  # in a folder that cannot be entered
                 raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
         import_libraries()
+        fit_thread_pools_to_quota()
         if args.predict:
             if args.no_accel:
                 tf.config.set_visible_devices([], "GPU")

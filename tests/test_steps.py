@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import keras, tf
+from conftest import keras, run_main, tf
 
 import analysis
 
@@ -456,6 +456,8 @@ def write_files(root, files):
     ("4:cpu,cpuacct:/docker/abc\n", {"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
     ("4:cpu,cpuacct:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
     ("0::/\n1:cpu:/q\n", {"cpu/q/cpu.cfs_quota_us": "100000\n", "cpu/q/cpu.cfs_period_us": "100000\n"}, 1),  # hybrid
+    ("0::/slice/job\n", {"slice/cpu.max": "100000 100000\n"}, 1),  # a limit on the enclosing group
+    ("0::/a/b\n", {"a/cpu.max": "300000 100000\n", "a/b/cpu.max": "100000 100000\n"}, 1),  # the smallest
     ("0::/\n", {}, None),  # no cpu controller here
     ("0::/\n", {"cpu.max": "garbled\n"}, None),
     ("garbled\n", {"cpu.max": "100000 100000\n"}, None),
@@ -468,14 +470,22 @@ def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     assert analysis.cpu_quota(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
 
 
+def test_cpu_quota_reads_group_names_that_are_not_utf8(tmp_path):
+    name = "caf\udce9"  # the byte 0xE9 alone, as Python names it
+    write_files(tmp_path / "fs", {f"{name}/cpu.max": "50000 100000\n"})
+    (tmp_path / "cgroup").write_bytes(b"0::/caf\xe9\n")
+    assert analysis.cpu_quota(tmp_path / "cgroup", tmp_path / "fs") == 1
+
+
 @pytest.mark.parametrize("quota, threads", [(1, [1, 1]), (None, [])])
-def test_a_cpu_quota_sizes_tensorflows_thread_pools(monkeypatch, quota, threads):
+def test_a_cpu_quota_sizes_tensorflows_thread_pools_for_predict_too(monkeypatch, trained, quota, threads):
     set_to = []
     monkeypatch.setattr(analysis, "cpu_quota", lambda: quota)
     monkeypatch.setattr(analysis, "usable_cores", lambda: 1)
     for pool in ("intra", "inter"):
         monkeypatch.setattr(analysis.tf.config.threading, f"set_{pool}_op_parallelism_threads", set_to.append)
-    analysis.configure_runtime(runtime_args(precision="float32"))
+    model = trained[0] / "models" / "new" / "model.keras"
+    run_main(["--predict", trained[0] / "no picture here.png", "--model", model])
     assert set_to == threads
 
 
