@@ -370,19 +370,21 @@ def usable_cores():
 def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
     """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
     try:
-        groups = own_groups.read_text(errors="surrogateescape").splitlines()  # group names are bytes
+        groups = os.fsdecode(own_groups.read_bytes()).splitlines()  # group names are bytes, as file names are
     except OSError:  # not Linux
         return None
     found = []
     for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
         fields = line.split(":", 2)
-        if len(fields) != 3 or fields[1] and "cpu" not in fields[1].split(","):
-            continue
+        if len(fields) != 3 or fields[1] and "cpu" not in fields[1].split(",") or fields[2].startswith("/.."):
+            continue  # not the cpu controller's line, or a group outside this cgroup namespace
         _, controllers, group = fields
         mount = mounted / "cpu" if controllers else mounted
-        # An enclosing group's limit applies too; a container sees its own group as the mount's root
-        for folder in (PurePosixPath(group), *PurePosixPath(group).parents):
-            found.append(quota_in(mount / str(folder).lstrip("/"), version2=not controllers))
+        own = PurePosixPath(group)
+        # An enclosing group's limit applies too. A container may see its own group as the mount's root
+        # while the line names the host's path: then only the root is its own.
+        ancestry = (own, *own.parents) if (mount / str(own).lstrip("/")).is_dir() else (PurePosixPath("/"),)
+        found += [quota_in(mount / str(folder).lstrip("/"), version2=not controllers) for folder in ancestry]
     return min(filter(None, found), default=None)
 
 

@@ -456,8 +456,12 @@ def write_files(root, files):
     ("4:cpu,cpuacct:/docker/abc\n", {"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
     ("4:cpu,cpuacct:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
     ("0::/\n1:cpu:/q\n", {"cpu/q/cpu.cfs_quota_us": "100000\n", "cpu/q/cpu.cfs_period_us": "100000\n"}, 1),  # hybrid
-    ("0::/slice/job\n", {"slice/cpu.max": "100000 100000\n"}, 1),  # a limit on the enclosing group
-    ("0::/a/b\n", {"a/cpu.max": "300000 100000\n", "a/b/cpu.max": "100000 100000\n"}, 1),  # the smallest
+    ("0::/slice/job\n", {"slice/cpu.max": "100000 100000\n", "slice/job/cpu.max": "max 100000\n"}, 1),  # the parent's
+    ("0::/a/b\n", {"a/cpu.max": "100000 100000\n", "a/b/cpu.max": "300000 100000\n"}, 1),  # the smallest
+    # v1 in a container whose own group is the mount's root: a child named like the host's path is not an ancestor
+    ("4:cpu:/docker/outer\n", {"cpu/cpu.cfs_quota_us": "800000\n", "cpu/cpu.cfs_period_us": "100000\n",
+                                "cpu/docker/cpu.cfs_quota_us": "100000\n", "cpu/docker/cpu.cfs_period_us": "100000\n"}, 8),
+    ("0::/../../user.slice/s.scope\n", {"cpu.max": "100000 100000\n"}, None),  # outside the namespace
     ("0::/\n", {}, None),  # no cpu controller here
     ("0::/\n", {"cpu.max": "garbled\n"}, None),
     ("garbled\n", {"cpu.max": "100000 100000\n"}, None),
@@ -470,6 +474,7 @@ def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     assert analysis.cpu_quota(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes are Linux's")
 def test_cpu_quota_reads_group_names_that_are_not_utf8(tmp_path):
     name = "caf\udce9"  # the byte 0xE9 alone, as Python names it
     write_files(tmp_path / "fs", {f"{name}/cpu.max": "50000 100000\n"})
@@ -478,14 +483,18 @@ def test_cpu_quota_reads_group_names_that_are_not_utf8(tmp_path):
 
 
 @pytest.mark.parametrize("quota, threads", [(1, [1, 1]), (None, [])])
-def test_a_cpu_quota_sizes_tensorflows_thread_pools_for_predict_too(monkeypatch, trained, quota, threads):
+@pytest.mark.parametrize("predict", [True, False])
+def test_a_cpu_quota_sizes_tensorflows_thread_pools_to_train_and_predict(monkeypatch, tmp_path, quota, threads, predict):
     set_to = []
     monkeypatch.setattr(analysis, "cpu_quota", lambda: quota)
     monkeypatch.setattr(analysis, "usable_cores", lambda: 1)
     for pool in ("intra", "inter"):
         monkeypatch.setattr(analysis.tf.config.threading, f"set_{pool}_op_parallelism_threads", set_to.append)
-    model = trained[0] / "models" / "new" / "model.keras"
-    run_main(["--predict", trained[0] / "no picture here.png", "--model", model])
+    (tmp_path / "no.keras").write_text("not a model")
+    (tmp_path / "no.npz").write_text("not data")
+    argv = ["--predict", "a.png", "--model", tmp_path / "no.keras"] if predict else ["--data", tmp_path / "no.npz"]
+    status, _, stderr = run_main(argv)  # each fails once the pools are sized, before any work
+    assert status == 1 and stderr.startswith(f"error: {tmp_path}/no.")
     assert set_to == threads
 
 
