@@ -408,9 +408,10 @@ def nvidia_driver_present():
 def fit_thread_pools_to_quota():
     """Give TensorFlow's thread pools the cores a CPU quota allows: it sizes them by the cores it sees (tensorflow#17206)."""
     if cpu_quota():
+        cores = usable_cores()
         with contextlib.suppress(RuntimeError):  # already running (a second run in one process): as they are
-            tf.config.threading.set_intra_op_parallelism_threads(usable_cores())
-            tf.config.threading.set_inter_op_parallelism_threads(usable_cores())
+            tf.config.threading.set_intra_op_parallelism_threads(cores)
+            tf.config.threading.set_inter_op_parallelism_threads(cores)
 
 
 def configure_runtime(args):
