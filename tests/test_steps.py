@@ -494,7 +494,7 @@ def test_a_cpu_quota_sizes_tensorflows_thread_pools_to_train_and_predict(monkeyp
     (tmp_path / "no.npz").write_text("not data")
     argv = ["--predict", "a.png", "--model", tmp_path / "no.keras"] if predict else ["--data", tmp_path / "no.npz"]
     status, _, stderr = run_main(argv)  # each fails once the pools are sized, before any work
-    assert status == 1 and stderr.startswith(f"error: {tmp_path}/no.")
+    assert status == 1 and stderr.startswith(f"error: {tmp_path / 'no.'}")  # a backslash on Windows
     assert set_to == threads
 
 
