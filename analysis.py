@@ -367,6 +367,7 @@ def usable_cores():
     return min(cores, cpu_quota() or cores)
 
 
+@functools.cache  # asked by usable_cores() a few times a run; a quota does not change under a run
 def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
     """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
     try:
