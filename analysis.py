@@ -827,7 +827,7 @@ def plot_reliability(probabilities, labels, path, bins=CALIBRATION_BINS):
              label="mean confidence in the bin")
     top.set(ylabel="accuracy", ylim=(0, 1), title="Reliability on the test set: expected calibration error "
             f"{expected_calibration_error(probabilities, labels, bins):.4f}")
-    top.legend(loc="upper left")
+    figure.legend(loc="outside upper center", ncols=3, fontsize="small")  # never over a bar
     bottom.bar(edges[:-1], count, width=1 / bins, align="edge", edgecolor="black", log=True)
     for left, n in zip(edges[:-1], count):
         if n:  # nothing to write on an empty bin, and 0 has no place on a log scale

@@ -96,6 +96,20 @@ def test_confusion_matrix_picture_shows_the_errors_in_their_own_colour(tmp_path)
     assert reddish.sum() > 500  # the error's cell (and the colour bar's top) stand out
 
 
+def test_reliability_legend_stays_clear_of_the_bars(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(analysis, "save_figure", lambda figure, path: drawn.append(figure))
+    labels = np.arange(1000) % 10
+    probabilities = np.full((1000, 10), 0.1 / 9)
+    probabilities[np.arange(1000), labels] = 0.9  # one bar, as tall as the axes, at the top right
+    analysis.plot_reliability(probabilities, labels, tmp_path / "r.png")
+    figure = drawn[0]
+    figure.draw_without_rendering()
+    (legend,) = figure.legends + [axes.get_legend() for axes in figure.axes if axes.get_legend()]
+    for axes in figure.axes:
+        assert not legend.get_window_extent().overlaps(axes.get_window_extent())
+
+
 def test_saved_model_is_float32_and_gives_the_reported_probabilities(trained, metrics, mnist):
     model = keras.models.load_model(trained[0] / "models" / "new" / "model.keras")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
