@@ -406,6 +406,13 @@ def nvidia_driver_present():
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
+def surely_on_the_cpu(no_accel):
+    """Whether training will run on the CPU, known without importing TensorFlow: no NVIDIA driver, or --no-accel.
+
+    Not on a Mac, whose TensorFlow may have a plugin that adds its GPU."""
+    return sys.platform != "darwin" and (no_accel or not nvidia_driver_present())
+
+
 def fit_thread_pools_to_quota():
     """Give TensorFlow's thread pools the cores a CPU quota allows: it sizes them by the cores it sees (tensorflow#17206)."""
     if cpu_quota():
@@ -1515,6 +1522,8 @@ def main(argv=None):
                     raise DataError(f"{given}: no such file or directory ({what})")
             except OSError as error:  # in a folder that cannot be entered
                 raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
+        if not args.predict and surely_on_the_cpu(args.no_accel):
+            pick_precision(args.precision)  # refuse a precision this CPU lacks before TensorFlow's seconds of import
         import_libraries()
         fit_thread_pools_to_quota()
         if args.predict:

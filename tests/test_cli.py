@@ -76,6 +76,7 @@ def heavy_imports(result):
     (["--help"], 0, "usage: analysis.py"),
     (["--epochs", "0"], 2, "--epochs: must be a positive number"),
     (["--train-samples", "60001"], 2, "--train-samples 60001 is more than the 60000 training images"),
+    (["--precision", "float16", "--no-accel"], 2, "this CPU has no native float16 arithmetic"),
     (["--output-dir", "analysis.py"], 1, "it exists and is not a directory"),
 ])
 def test_help_usage_errors_and_bad_paths_answer_before_the_heavy_imports(args, status, output):
@@ -107,7 +108,7 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
     (["--precision", "float8"], "--precision: invalid choice: 'float8'"),
-    (["--precision", "float16"], "--precision float16: this CPU has no native float16 arithmetic"),
+    (["--precision", "float16", "--no-accel"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 training images in the bundled MNIST (see --help)"),
     (["--test-samples", "10001"], "--test-samples 10001 is more than the 10000 test images in the bundled MNIST (see --help)"),
     (["--save-model", "model.h5"], "--save-model: must be a file name ending in .keras (such as model.keras), not 'model.h5'"),
