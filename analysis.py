@@ -407,10 +407,10 @@ def nvidia_driver_present():
 
 
 def surely_on_the_cpu(no_accel):
-    """Whether training will run on the CPU, known without importing TensorFlow: no NVIDIA driver, or --no-accel.
+    """Whether training will run on the CPU, known without importing TensorFlow: --no-accel, or no NVIDIA driver.
 
-    Not on a Mac, whose TensorFlow may have a plugin that adds its GPU."""
-    return sys.platform != "darwin" and (no_accel or not nvidia_driver_present())
+    A Mac's TensorFlow may have a plugin that adds its GPU, so there only --no-accel makes sure."""
+    return no_accel or (sys.platform != "darwin" and not nvidia_driver_present())
 
 
 def fit_thread_pools_to_quota():
