@@ -401,16 +401,24 @@ def quota_in(folder, version2):
         return None
 
 
+# Files an NVIDIA driver leaves: Linux's record of it and its control device; WSL2's nvidia-smi, which
+# is often not on PATH (over ssh, under sudo or cron) while TensorFlow still finds the GPU
+NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/usr/lib/wsl/lib/nvidia-smi")
+# Devices through which other GPUs may reach TensorFlow: AMD's ROCm, WSL2's GPU, NVIDIA's Jetson boards
+OTHER_GPU_FILES = ("/dev/kfd", "/dev/dxg", "/dev/nvhost-ctrl-gpu")
+
+
 def nvidia_driver_present():
-    """Whether this machine has an NVIDIA driver: Linux's record of it, or its nvidia-smi (WSL2 too)."""
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+    """Whether this machine has an NVIDIA driver: a file it leaves, or its nvidia-smi on PATH."""
+    return any(Path(name).exists() for name in NVIDIA_DRIVER_FILES) or shutil.which("nvidia-smi") is not None
 
 
 def surely_on_the_cpu(no_accel):
-    """Whether training will run on the CPU, known without importing TensorFlow: --no-accel, or no NVIDIA driver.
+    """Whether training will run on the CPU, known without importing TensorFlow: --no-accel, or no sign of a GPU.
 
     A Mac's TensorFlow may have a plugin that adds its GPU, so there only --no-accel makes sure."""
-    return no_accel or (sys.platform != "darwin" and not nvidia_driver_present())
+    gpu_possible = nvidia_driver_present() or any(Path(name).exists() for name in OTHER_GPU_FILES)
+    return no_accel or (sys.platform != "darwin" and not gpu_possible)
 
 
 def fit_thread_pools_to_quota():

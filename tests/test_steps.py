@@ -415,6 +415,22 @@ def test_a_cuda_build_without_a_usable_gpu_says_so_once(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("sign", [None, "nvidia", "nvidia-smi on PATH", "kfd", "dxg"])
+def test_precision_is_checked_before_tensorflow_only_where_no_gpu_can_be(monkeypatch, tmp_path, sign):
+    files = {name: tmp_path / name for name in ("nvidia", "kfd", "dxg")}
+    monkeypatch.setattr(analysis, "NVIDIA_DRIVER_FILES", (str(files["nvidia"]),))
+    monkeypatch.setattr(analysis, "OTHER_GPU_FILES", (str(files["kfd"]), str(files["dxg"])))
+    monkeypatch.setattr(analysis.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if sign == "nvidia-smi on PATH" else None)
+    if sign in files:
+        files[sign].touch()
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert analysis.surely_on_the_cpu(no_accel=False) is (sign is None)
+    assert analysis.surely_on_the_cpu(no_accel=True)
+    monkeypatch.setattr(sys, "platform", "darwin")  # a plugin may give TensorFlow the Mac's GPU
+    assert not analysis.surely_on_the_cpu(no_accel=False)
+    assert analysis.surely_on_the_cpu(no_accel=True)
+
+
 def test_map_parallelism_leaves_the_cores_to_training_on_a_cpu(monkeypatch):
     for cores, cpu, gpu in ((1, 1, 1), (2, 1, 1), (16, 4, 14)):
         monkeypatch.setattr(analysis, "usable_cores", lambda cores=cores: cores)
