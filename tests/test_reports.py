@@ -101,13 +101,14 @@ def test_reliability_legend_stays_clear_of_the_bars(tmp_path, monkeypatch):
     monkeypatch.setattr(analysis, "save_figure", lambda figure, path: drawn.append(figure))
     labels = np.arange(1000) % 10
     probabilities = np.full((1000, 10), 0.1 / 9)
-    probabilities[np.arange(1000), labels] = 0.9  # one bar, as tall as the axes, at the top right
+    probabilities[np.arange(1000), labels] = 0.9  # every answer right: a bar as tall as the axes
     analysis.plot_reliability(probabilities, labels, tmp_path / "r.png")
     figure = drawn[0]
     figure.draw_without_rendering()
     (legend,) = figure.legends + [axes.get_legend() for axes in figure.axes if axes.get_legend()]
-    for axes in figure.axes:
+    for axes in figure.axes:  # bars of any height, anywhere, and the title
         assert not legend.get_window_extent().overlaps(axes.get_window_extent())
+        assert not legend.get_window_extent().overlaps(axes.title.get_window_extent())
 
 
 def test_saved_model_is_float32_and_gives_the_reported_probabilities(trained, metrics, mnist):
