@@ -70,6 +70,7 @@ def main(argv=None):
     parser.add_argument("--model", type=Path, required=True, help="a .keras model saved by analysis.py")
     args = parser.parse_args(argv)
     analysis.import_libraries()
+    analysis.fit_thread_pools_to_quota()  # as analysis.py does, so that a container's quota is kept here too
     model = analysis.load_trained_model(args.model)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
