@@ -410,14 +410,14 @@ OTHER_GPU_FILES = ("/dev/kfd", "/dev/dxg", "/dev/nvhost-ctrl-gpu")
 
 def nvidia_driver_present():
     """Whether this machine has an NVIDIA driver: a file it leaves, or its nvidia-smi on PATH."""
-    return any(Path(name).exists() for name in NVIDIA_DRIVER_FILES) or shutil.which("nvidia-smi") is not None
+    return any(map(os.path.exists, NVIDIA_DRIVER_FILES)) or shutil.which("nvidia-smi") is not None
 
 
 def surely_on_the_cpu(no_accel):
     """Whether training will run on the CPU, known without importing TensorFlow: --no-accel, or no sign of a GPU.
 
     A Mac's TensorFlow may have a plugin that adds its GPU, so there only --no-accel makes sure."""
-    gpu_possible = nvidia_driver_present() or any(Path(name).exists() for name in OTHER_GPU_FILES)
+    gpu_possible = nvidia_driver_present() or any(map(os.path.exists, OTHER_GPU_FILES))
     return no_accel or (sys.platform != "darwin" and not gpu_possible)
 
 
