@@ -1428,6 +1428,11 @@ def split_data(data, args, rng):
     return fit_set, validation, test
 
 
+def absent_classes(labels):
+    """The classes of which `labels` hold no example, in order."""
+    return sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
+
+
 CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after")
 
 
@@ -1460,6 +1465,9 @@ def train_and_report(args):
     print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
           f"Data: {data.source}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
+    if absent := absent_classes(y_fit):
+        print(f"warning: no training image is labelled {', '.join(map(str, absent))}: the network cannot learn "
+              f"to recognise {'it' if len(absent) == 1 else 'them'}", file=sys.stderr, flush=True)
 
     steps, per_execution = training_steps(len(x_fit), args.batch_size)
     total_steps = args.epochs * steps

@@ -225,6 +225,19 @@ def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_not
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npz"]
 
 
+def test_a_training_set_without_some_digits_is_warned_of_and_still_reported(mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    kept = ~np.isin(mnist.y_train[:600], [3, 7])
+    np.savez(tmp_path / "gaps.npz", x_train=mnist.x_train[:600][kept], y_train=mnist.y_train[:600][kept],
+             x_test=mnist.x_test[:100], y_test=mnist.y_test[:100])
+    status, stdout, stderr = run_main(["--data", "gaps.npz", "--epochs", "1", "--precision", "float32"])
+    assert status == 0, stderr
+    warning = "warning: no training image is labelled 3, 7: the network cannot learn to recognise them"
+    assert script_lines(stderr) == [warning]
+    _, _, matrix = parse_report(stdout)
+    assert matrix[:, [3, 7]].sum() == 0 and matrix.sum() == 100
+
+
 def test_more_images_than_another_set_holds_names_that_set(mnist, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.savez(tmp_path / "small.npz", x_train=mnist.x_train[:300], y_train=mnist.y_train[:300],
