@@ -34,6 +34,15 @@ TF_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4}
 OWN_LINE = re.compile(r"^(error: |warning: |usage: |analysis\.py: error: |\S.*: error: )")
 
 
+def pytest_configure(config):
+    """Hide numpy 2's DeprecationWarning about TensorFlow tensors that Keras' own backend triggers.
+
+    Keras calls `np.asarray(tensor, copy=False)` on TensorFlow's tensors, whose `__array__` takes no
+    `copy`; nothing here can mend that, and its 74 copies buried pytest's summary."""
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword"
+                                              ":DeprecationWarning")
+
+
 def script_lines(stderr):
     """The script's own lines on stderr, without TensorFlow's C++ log or Python's warnings."""
     return [line for line in stderr.splitlines() if OWN_LINE.match(line) and not TF_LOG.match(line)]
