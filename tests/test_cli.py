@@ -235,7 +235,7 @@ def test_a_training_set_without_some_digits_is_warned_of_and_still_reported(mnis
     warning = "warning: no training image is labelled 3, 7: the network cannot learn to recognise them"
     assert script_lines(stderr) == [warning]
     _, _, matrix = parse_report(stdout)
-    assert matrix[:, [3, 7]].sum() == 0 and matrix.sum() == 100
+    assert matrix.sum() == 100
 
 
 def test_more_images_than_another_set_holds_names_that_set(mnist, tmp_path, monkeypatch):
