@@ -875,20 +875,28 @@ MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 
 
 
 def pictures_in(path):
-    """The pictures a path names: the file itself, or every picture file in a folder, in sorted order.
+    """The pictures a path names: the file itself, or every picture file in a folder and its subfolders, sorted.
 
-    In a folder, pictures are known by their suffix (PICTURE_SUFFIXES); hidden files, such as the
-    '._name.jpg' that macOS leaves beside copies, are skipped."""
+    In a folder, pictures are known by their suffix (PICTURE_SUFFIXES); hidden files and folders, such
+    as the '._name.jpg' that macOS leaves beside copies, are skipped, and links to folders are not
+    followed. A folder of one subfolder per digit, as image datasets are often kept, works as it is."""
+    def fail(error):
+        raise error
+
     try:
         if not path.is_dir():
             return [path]
-        found = sorted(p for p in path.iterdir()
-                       if p.suffix.lower() in PICTURE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+        found = []
+        for folder, subfolders, names in os.walk(path, onerror=fail):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            found += [Path(folder, name) for name in names if Path(name).suffix.lower() in PICTURE_SUFFIXES
+                      and not name.startswith(".") and Path(folder, name).is_file()]
     except OSError as error:  # a folder that cannot be listed, or a path in one that cannot be entered
-        raise DataError(f"cannot read it ({error.strerror})") from None
+        where = "it" if error.filename in (None, str(path)) else error.filename
+        raise DataError(f"cannot read {where} ({error.strerror})") from None
     if not found:
-        raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder")
-    return found
+        raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder or its subfolders")
+    return sorted(found)
 
 
 def load_drawing(path, longest=WORKING_SIDE):

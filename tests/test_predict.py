@@ -257,14 +257,33 @@ def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
     assert ink_box(digit)[0] == 20 and (top_row > 0.5).sum() >= 10  # the bar is there, across the top
 
 
-def test_a_folder_names_its_pictures_in_sorted_order(tmp_path):
-    for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg"):
+def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path):
+    for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg", "7/x.png", "10/y.webp",
+                 "7/deeper/z.bmp", ".git/w.png", "7/.v.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True, parents=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "e.png").mkdir()
-    assert [p.name for p in analysis.pictures_in(tmp_path)] == ["a.png", "b.JPG", "c.jpeg", "d.gif"]
+    (tmp_path / "7" / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
+    assert [p.relative_to(tmp_path).as_posix() for p in analysis.pictures_in(tmp_path)] == [
+        "10/y.webp", "7/deeper/z.bmp", "7/x.png", "a.png", "b.JPG", "c.jpeg", "d.gif"]
     assert analysis.pictures_in(tmp_path / "a.png") == [tmp_path / "a.png"]
-    with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder"):
+    with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder or its subfolders"):
         analysis.pictures_in(tmp_path / "e.png")
+
+
+def test_a_subfolder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    (tmp_path / "3").mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    listing = os.scandir
+
+    def denied(path):  # what a folder without read permission gives (root reads every folder)
+        if os.fspath(path).endswith("3"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(analysis.DataError, match=f"^cannot read {re.escape(str(tmp_path / '3'))} \\(Permission denied\\)$"):
+        analysis.pictures_in(tmp_path)
 
 
 @pytest.mark.parametrize("layers, reason", [
@@ -359,7 +378,7 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp) in this folder"]
+        f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp) in this folder or its subfolders"]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
     for line, path in zip(lines, paths + photos):
