@@ -875,28 +875,56 @@ MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 
 
 
 def pictures_in(path):
-    """The pictures a path names: the file itself, or every picture file in a folder and its subfolders, sorted.
+    """The pictures a path names, sorted, each with the DataError that stops it being read, or None.
 
-    In a folder, pictures are known by their suffix (PICTURE_SUFFIXES); hidden files and folders, such
-    as the '._name.jpg' that macOS leaves beside copies, are skipped, and links to folders are not
-    followed. A folder of one subfolder per digit, as image datasets are often kept, works as it is."""
-    def fail(error):
-        raise error
-
+    A file is itself; a folder gives every picture file in it and its subfolders, known by their
+    suffix (PICTURE_SUFFIXES). Hidden files and folders, such as the '._name.jpg' that macOS leaves
+    beside copies, are skipped; links to folders are followed, each folder once, so a loop ends. A
+    subfolder that cannot be listed is one entry with its error, and the rest are still read."""
     try:
         if not path.is_dir():
-            return [path]
-        found = []
-        for folder, subfolders, names in os.walk(path, onerror=fail):
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-            found += [Path(folder, name) for name in names if Path(name).suffix.lower() in PICTURE_SUFFIXES
-                      and not name.startswith(".") and Path(folder, name).is_file()]
-    except OSError as error:  # a folder that cannot be listed, or a path in one that cannot be entered
-        where = "it" if error.filename in (None, str(path)) else error.filename
-        raise DataError(f"cannot read {where} ({error.strerror})") from None
+            return [(path, None)]
+    except OSError as error:  # a path in a folder that cannot be entered
+        raise DataError(f"cannot read it ({error.strerror})") from None
+    found, seen = [], set()
+
+    def unreadable(folder, error):
+        found.append((Path(folder), DataError(f"cannot read it ({error.strerror})")))
+
+    def first_visit(folder):
+        """Whether a folder is new to this walk (a link may lead back to one already read)."""
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            unreadable(folder, error)
+            return False
+        identity = info.st_dev, info.st_ino
+        new = identity not in seen
+        seen.add(identity)
+        return new
+
+    first_visit(path)
+    for folder, subfolders, names in os.walk(path, onerror=lambda error: unreadable(error.filename, error),
+                                             followlinks=True):
+        subfolders[:] = [name for name in sorted(subfolders)  # of two links to one folder, the first name is read
+                         if not name.startswith(".") and first_visit(os.path.join(folder, name))]
+        found += [(Path(folder, name), None) for name in names if is_picture_file(Path(folder, name))]
     if not found:
         raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder or its subfolders")
-    return sorted(found)
+    return sorted(found, key=lambda entry: entry[0])
+
+
+def is_picture_file(path):
+    """Whether a path listed in a folder is a picture to read: a visible file with a picture's suffix.
+
+    One that cannot be looked at (in a folder that can be listed but not entered) counts, so that
+    reading it says why."""
+    if path.suffix.lower() not in PICTURE_SUFFIXES or path.name.startswith("."):
+        return False
+    try:
+        return path.is_file()  # not a FIFO, which would block the read, nor a broken link
+    except OSError:
+        return True
 
 
 def load_drawing(path, longest=WORKING_SIDE):
@@ -1232,35 +1260,49 @@ def preprocess_drawing(gray):
     return canvas[20:20 + IMAGE_SIDE, 20:20 + IMAGE_SIDE]
 
 
-def prepare_pictures(paths):
-    """Prepare every picture the paths name: (path, 28x28 uint8 digit, None) or (path, None, error), in order."""
-    results = []
+def listed_pictures(paths):
+    """Every picture the paths name, in order, each with the DataError that stops it being read, or None."""
+    entries = []
     for path in paths:
         try:
-            pictures = pictures_in(path)
+            entries += pictures_in(path)
         except DataError as error:
-            results.append((path, None, error))
-            continue
-        for picture in pictures:
+            entries.append((path, error))
+    return entries
+
+
+def prepare_pictures(entries):
+    """Prepare listed pictures as 28x28 uint8 digits: (path, digit, None) for each, or (path, None, error)."""
+    results = []
+    for path, error in entries:
+        digit = None
+        if error is None:
             try:
-                results.append((picture, np.round(preprocess_drawing(load_drawing(picture)) * 255).astype(np.uint8), None))
-            except DataError as error:
-                results.append((picture, None, error))
+                digit = np.round(preprocess_drawing(load_drawing(path)) * 255).astype(np.uint8)
+            except DataError as refusal:
+                error = refusal
+        results.append((path, digit, error))
     return results
+
+
+PREDICT_CHUNK = 64  # pictures prepared and classified at a time, so that a large folder's answers show as they come
 
 
 def predict_drawings(model, paths, shift_average=True):
     """Classify each picture; print `PATH: DIGIT (confidence C)` or an error line, in input order; count failures."""
-    results = prepare_pictures(paths)
-    digits = [digit for _, digit, error in results if error is None]
-    answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
-    for path, _, error in results:
-        if error is not None:
-            print(f"{path}: error: {error}", file=sys.stderr, flush=True)
-        else:
-            row = next(answers)
-            print(f"{path}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
-    return sum(error is not None for _, _, error in results)
+    entries, failures = listed_pictures(paths), 0
+    for start in range(0, len(entries), PREDICT_CHUNK):
+        results = prepare_pictures(entries[start:start + PREDICT_CHUNK])
+        digits = [digit for _, digit, error in results if error is None]
+        answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
+        for path, _, error in results:
+            if error is not None:
+                print(f"{path}: error: {error}", file=sys.stderr, flush=True)
+                failures += 1
+            else:
+                row = next(answers)
+                print(f"{path}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
+    return failures
 
 
 def load_trained_model(path):
@@ -1376,7 +1418,8 @@ def parse_args(argv):
         help="write metrics.json and four PNG reports here, creating it if need be (default: no files)")
     add("--save-model", type=model_file, metavar="PATH", help="save the trained model to this .keras file")
     add("--predict", type=path, nargs="+", metavar="IMAGE",
-        help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder) with --model, instead of training")
+        help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder and its subfolders) with "
+             "--model, instead of training")
     add("--model", type=model_file, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
     args = parser.parse_args(argv)
     if args.predict and not args.model:

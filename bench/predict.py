@@ -92,7 +92,8 @@ def main(argv=None):
         del digit
 
         paths, labels = scans_by_other_writers(folder)
-        prepared = [(path, digit) for path, digit, error in analysis.prepare_pictures(paths) if error is None]
+        prepared = [(path, digit) for path, digit, error in analysis.prepare_pictures(analysis.listed_pictures(paths))
+                    if error is None]
         probabilities = analysis.average_views(analysis.predict_views(model, np.stack([d for _, d in prepared])))
         predicted = dict(zip([path for path, _ in prepared], probabilities.argmax(1)))
         right = sum(predicted.get(path) == label for path, label in zip(paths, labels))
@@ -100,7 +101,7 @@ def main(argv=None):
               f"({100 * right / len(paths):.1f} %), {len(paths) - len(prepared)} refused")
 
         blanks = pictures_without_a_digit(folder)
-        refused = sum(error is not None for _, _, error in analysis.prepare_pictures(blanks))
+        refused = sum(error is not None for _, _, error in analysis.prepare_pictures(analysis.listed_pictures(blanks)))
         print(f"pictures without a digit: {refused} of {len(blanks)} refused")
 
 

@@ -257,33 +257,47 @@ def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
     assert ink_box(digit)[0] == 20 and (top_row > 0.5).sum() >= 10  # the bar is there, across the top
 
 
+def listed(entries, root):
+    """pictures_in's entries as (path relative to root, error text or None)."""
+    return [(path.relative_to(root).as_posix(), error and str(error)) for path, error in entries]
+
+
 def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path):
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg", "7/x.png", "10/y.webp",
-                 "7/deeper/z.bmp", ".git/w.png", "7/.v.png"):
+                 "7/deeper/z.bmp", ".git/w.png", "7/.v.png", "elsewhere/1/u.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True, parents=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "e.png").mkdir()
-    (tmp_path / "7" / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
-    assert [p.relative_to(tmp_path).as_posix() for p in analysis.pictures_in(tmp_path)] == [
-        "10/y.webp", "7/deeper/z.bmp", "7/x.png", "a.png", "b.JPG", "c.jpeg", "d.gif"]
-    assert analysis.pictures_in(tmp_path / "a.png") == [tmp_path / "a.png"]
+    (tmp_path / "7" / "loop").symlink_to(tmp_path, target_is_directory=True)  # leads back: not read twice
+    (tmp_path / "7" / "gone.png").symlink_to(tmp_path / "nothing.png")  # a broken link: not a picture
+    os.mkfifo(tmp_path / "fifo.png")  # would block a read
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "1").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)  # followed
+    (folder / "1again").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)  # the same folder
+    assert listed(analysis.pictures_in(folder), folder) == [("1/u.png", None)]
+    assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
+        (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "a.png", "b.JPG", "c.jpeg", "d.gif",
+                                  "elsewhere/1/u.png")]
+    assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
     with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder or its subfolders"):
         analysis.pictures_in(tmp_path / "e.png")
 
 
-def test_a_subfolder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
-    (tmp_path / "3").mkdir()
-    (tmp_path / "a.png").write_bytes(b"")
+def test_a_subfolder_that_cannot_be_listed_is_one_entry_and_the_rest_are_read(tmp_path, monkeypatch):
+    for name in ("3/a.png", "4/b.png", "c.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
     listing = os.scandir
 
     def denied(path):  # what a folder without read permission gives (root reads every folder)
-        if os.fspath(path).endswith("3"):
+        if os.fspath(path) == str(tmp_path / "3"):
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return listing(path)
 
     monkeypatch.setattr(os, "scandir", denied)
-    with pytest.raises(analysis.DataError, match=f"^cannot read {re.escape(str(tmp_path / '3'))} \\(Permission denied\\)$"):
-        analysis.pictures_in(tmp_path)
+    assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
+        ("3", "cannot read it (Permission denied)"), ("4/b.png", None), ("c.png", None)]
 
 
 @pytest.mark.parametrize("layers, reason", [
@@ -320,20 +334,26 @@ def test_an_unreadable_model_is_refused_for_what_it_is_not_called_a_bad_archive(
         analysis.load_trained_model(model)
 
 
-def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist):  # as a `2>&1` log reads them
+@pytest.mark.parametrize("chunk", [64, 2])  # all pictures at once, and in chunks that split them
+def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist, monkeypatch, chunk):  # as `2>&1` reads
+    monkeypatch.setattr(analysis, "PREDICT_CHUNK", chunk)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
     Image.fromarray(mnist.x_test[0]).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_text("not a picture")
     Image.fromarray(mnist.x_test[1]).save(tmp_path / "c.png")
+    (tmp_path / "d.png").write_text("not a picture either")
+    Image.fromarray(mnist.x_test[2]).save(tmp_path / "e.png")
     both = io.StringIO()
     with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
-        failures = analysis.predict_drawings(model, [tmp_path / name for name in ("a.png", "b.png", "c.png")])
+        failures = analysis.predict_drawings(model, [tmp_path])
     lines = both.getvalue().splitlines()
-    assert failures == 1 and len(lines) == 3
+    assert failures == 2 and len(lines) == 5
     answer = r": \d \(confidence (0\.\d\d|1\.00)\)"
-    assert re.fullmatch(re.escape(f"{tmp_path}/a.png") + answer, lines[0]), lines
-    assert lines[1].startswith(f"{tmp_path}/b.png: error: "), lines
-    assert re.fullmatch(re.escape(f"{tmp_path}/c.png") + answer, lines[2]), lines
+    for line, name in zip(lines, "abcde"):
+        if name in "bd":
+            assert line.startswith(f"{tmp_path}/{name}.png: error: "), lines
+        else:
+            assert re.fullmatch(re.escape(f"{tmp_path}/{name}.png") + answer, line), lines
 
 
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):
