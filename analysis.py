@@ -1479,9 +1479,15 @@ def split_data(data, args, rng):
     return fit_set, validation, test
 
 
-def absent_classes(labels):
-    """The classes of which `labels` hold no example, in order."""
-    return sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
+def missing_digits_warning(fit_labels, validation_labels):
+    """The warning for classes that no training image shows (the network cannot learn them), or None."""
+    missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(fit_labels).tolist()))
+    if not missing:
+        return None
+    held_out = [digit for digit in missing if digit in set(validation_labels.tolist())]
+    why = f" (every image of {', '.join(map(str, held_out))} is in the validation holdout)" if held_out else ""
+    return (f"warning: no training image is labelled {', '.join(map(str, missing))}: the network cannot learn to "
+            f"recognise {'it' if len(missing) == 1 else 'them'}{why}")
 
 
 CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after")
@@ -1516,9 +1522,8 @@ def train_and_report(args):
     print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
           f"Data: {data.source}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
-    if absent := absent_classes(y_fit):
-        print(f"warning: no training image is labelled {', '.join(map(str, absent))}: the network cannot learn "
-              f"to recognise {'it' if len(absent) == 1 else 'them'}", file=sys.stderr, flush=True)
+    if warning := missing_digits_warning(y_fit, validation[1]):
+        print(warning, file=sys.stderr, flush=True)
 
     steps, per_execution = training_steps(len(x_fit), args.batch_size)
     total_steps = args.epochs * steps

@@ -11,6 +11,16 @@ from conftest import keras, run_main, tf
 import analysis
 
 
+def test_a_training_set_without_some_digits_is_warned_of():
+    every, no_three = np.arange(10).repeat(3), np.delete(np.arange(10), 3).repeat(3)
+    assert analysis.missing_digits_warning(every, np.array([], int)) is None
+    assert analysis.missing_digits_warning(no_three, np.array([], int)) == (
+        "warning: no training image is labelled 3: the network cannot learn to recognise it")
+    assert analysis.missing_digits_warning(np.array([5]), np.array([3, 7, 7])) == (
+        "warning: no training image is labelled 0, 1, 2, 3, 4, 6, 7, 8, 9: the network cannot learn to recognise them "
+        "(every image of 3, 7 is in the validation holdout)")
+
+
 def test_cast_scale_and_channel_axis():
     images = np.array([[[0, 128, 255]]], dtype=np.uint8)
     floats = analysis.cast_to_float32(images)
