@@ -879,20 +879,21 @@ def pictures_in(path):
 
     A file is itself; a folder gives every picture file in it and its subfolders, known by their
     suffix (PICTURE_SUFFIXES). Hidden files and folders, such as the '._name.jpg' that macOS leaves
-    beside copies, are skipped; links to folders are followed, each folder once, so a loop ends. A
-    subfolder that cannot be listed is one entry with its error, and the rest are still read."""
+    beside copies, are skipped; links to folders are followed, each folder once (so a loop ends), after
+    the folders themselves. A subfolder that cannot be listed is one entry with its error, and the
+    rest are still read."""
     try:
         if not path.is_dir():
             return [(path, None)]
     except OSError as error:  # a path in a folder that cannot be entered
         raise DataError(f"cannot read it ({error.strerror})") from None
-    found, seen = [], set()
+    found, seen, trees = [], set(), [path]
 
     def unreadable(folder, error):
         found.append((Path(folder), DataError(f"cannot read it ({error.strerror})")))
 
     def first_visit(folder):
-        """Whether a folder is new to this walk (a link may lead back to one already read)."""
+        """Whether a folder is new to this walk (a link may lead to one already read)."""
         try:
             info = os.stat(folder)
         except OSError as error:
@@ -903,12 +904,18 @@ def pictures_in(path):
         seen.add(identity)
         return new
 
-    first_visit(path)
-    for folder, subfolders, names in os.walk(path, onerror=lambda error: unreadable(error.filename, error),
-                                             followlinks=True):
-        subfolders[:] = [name for name in sorted(subfolders)  # of two links to one folder, the first name is read
-                         if not name.startswith(".") and first_visit(os.path.join(folder, name))]
-        found += [(Path(folder, name), None) for name in names if is_picture_file(Path(folder, name))]
+    # Each tree's own folders first, then the links to folders found in it, in sorted order: a digit's
+    # folder is read where it is, not through a link to it that happens to be nearer the top.
+    for tree in trees:
+        if not first_visit(tree):
+            continue
+        links = []
+        for folder, subfolders, names in os.walk(tree, onerror=lambda error: unreadable(error.filename, error)):
+            visible = [os.path.join(folder, name) for name in sorted(subfolders) if not name.startswith(".")]
+            links += [sub for sub in visible if os.path.islink(sub)]
+            subfolders[:] = [os.path.basename(sub) for sub in visible if not os.path.islink(sub) and first_visit(sub)]
+            found += [(Path(folder, name), None) for name in names if is_picture_file(Path(folder, name))]
+        trees += links
     if not found:
         raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder or its subfolders")
     return sorted(found, key=lambda entry: entry[0])
@@ -948,7 +955,7 @@ def load_drawing(path, longest=WORKING_SIDE):
         raise DataError("not a picture (not a format Pillow reads, or empty)") from None
     except OSError as error:
         if error.strerror:  # missing, unreadable, a directory
-            raise DataError(f"cannot read ({error.strerror})") from None
+            raise DataError(f"cannot read it ({error.strerror})") from None
         raise DataError(f"not a readable picture ({error})") from None
     except (SyntaxError, ValueError, EOFError) as error:
         raise DataError(f"not a readable picture ({error})") from None
@@ -1297,12 +1304,18 @@ def predict_drawings(model, paths, shift_average=True):
         answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
         for path, _, error in results:
             if error is not None:
-                print(f"{path}: error: {error}", file=sys.stderr, flush=True)
+                print(f"{printable(path)}: error: {error}", file=sys.stderr, flush=True)
                 failures += 1
             else:
                 row = next(answers)
-                print(f"{path}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
+                print(f"{printable(path)}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
     return failures
+
+
+def printable(path):
+    """A path as it can be printed on one line: control characters and bytes that are not UTF-8 escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return re.sub(r"[\x00-\x1f\x7f]", lambda match: f"\\x{ord(match[0]):02x}", text)
 
 
 def load_trained_model(path):

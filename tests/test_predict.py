@@ -7,6 +7,7 @@ import re
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,12 +277,21 @@ def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path
     (folder / "1").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)  # followed
     (folder / "1again").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)  # the same folder
     assert listed(analysis.pictures_in(folder), folder) == [("1/u.png", None)]
+    (tmp_path / "a-link").symlink_to(tmp_path / "elsewhere" / "1", target_is_directory=True)  # sorted before it
+    assert ("elsewhere/1/u.png", None) in listed(analysis.pictures_in(tmp_path), tmp_path)  # the folder, not the link
+    (tmp_path / "a-link").unlink()
     assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
         (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "a.png", "b.JPG", "c.jpeg", "d.gif",
                                   "elsewhere/1/u.png")]
     assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
     with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder or its subfolders"):
         analysis.pictures_in(tmp_path / "e.png")
+
+
+def test_paths_print_on_one_line():
+    assert analysis.printable(Path("a/new\nline\t.png")) == "a/new\\x0aline\\x09.png"
+    assert analysis.printable(Path(os.fsdecode(b"caf\xe9.png"))) == "caf\\xe9.png"  # Latin-1 bytes, not UTF-8
+    assert analysis.printable(Path("café 7.png")) == "café 7.png"
 
 
 def test_a_subfolder_that_cannot_be_listed_is_one_entry_and_the_rest_are_read(tmp_path, monkeypatch):
@@ -402,7 +412,7 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
     for line, path in zip(lines, paths + photos):
-        shown = str(path).replace(os.fsdecode(b"\xe9"), "\\udce9")  # the undecodable byte, escaped
+        shown = str(path).replace(os.fsdecode(b"\xe9"), "\\xe9")  # the byte that is not UTF-8, escaped
         assert re.fullmatch(rf"{re.escape(shown)}: \d \(confidence (0\.\d\d|1\.00)\)", line), line
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
     correct = np.array(predicted) == np.array(truth)
