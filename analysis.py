@@ -912,8 +912,9 @@ def pictures_in(path):
         links = []
         for folder, subfolders, names in os.walk(tree, onerror=lambda error: unreadable(error.filename, error)):
             visible = [os.path.join(folder, name) for name in sorted(subfolders) if not name.startswith(".")]
-            links += [sub for sub in visible if os.path.islink(sub)]
-            subfolders[:] = [os.path.basename(sub) for sub in visible if not os.path.islink(sub) and first_visit(sub)]
+            linked = [sub for sub in visible if os.path.islink(sub)]
+            links += linked
+            subfolders[:] = [os.path.basename(sub) for sub in visible if sub not in linked and first_visit(sub)]
             found += [(Path(folder, name), None) for name in names if is_picture_file(Path(folder, name))]
         trees += links
     if not found:
@@ -1497,7 +1498,7 @@ def missing_digits_warning(fit_labels, validation_labels):
     missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(fit_labels).tolist()))
     if not missing:
         return None
-    held_out = [digit for digit in missing if digit in set(validation_labels.tolist())]
+    held_out = sorted(set(missing) & set(np.unique(validation_labels).tolist()))
     why = f" (every image of {', '.join(map(str, held_out))} is in the validation holdout)" if held_out else ""
     return (f"warning: no training image is labelled {', '.join(map(str, missing))}: the network cannot learn to "
             f"recognise {'it' if len(missing) == 1 else 'them'}{why}")
