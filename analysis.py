@@ -1313,9 +1313,9 @@ def predict_drawings(model, paths, shift_average=True):
     return failures
 
 
-def printable(path):
-    """A path as it can be printed on one line: control characters and bytes that are not UTF-8 escaped."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+def printable(text):
+    """Text (a path, or a message naming one) on one line: control characters and bytes not UTF-8 escaped."""
+    text = os.fsencode(text).decode("utf-8", "backslashreplace")
     return re.sub(r"[\x00-\x1f\x7f]", lambda match: f"\\x{ord(match[0]):02x}", text)
 
 
@@ -1624,12 +1624,12 @@ def main(argv=None):
     except UsageError as error:
         parser.error(str(error))  # exits with 2
     except (DataError, SetupError, TrainingError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail
         return 141  # the shell's status for a program stopped by SIGPIPE
     except OSError as error:
-        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(printable(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": ")), file=sys.stderr)
     except (tf.errors.OpError, MemoryError) as error:  # out of memory, on the host or the GPU
         print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
     return 1

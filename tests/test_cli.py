@@ -165,9 +165,11 @@ def test_unusable_model_path_fails_before_training(tmp_path, target, message):
 
 def test_missing_data_or_model_fails_before_the_heavy_imports(tmp_path):
     for flags, message in ((["--data", tmp_path / "none"], "none: no such file or directory (--data)"),
+                           (["--data", tmp_path / "two\nlines"], "two\\x0alines: no such file or directory (--data)"),
                            (["--predict", "a.png", "--model", tmp_path / "m.keras"], "m.keras: no such file or directory")):
         status, stdout, stderr = run_main(flags)
         assert status == 1 and stderr.startswith("error: ") and message in stderr and stdout == ""
+        assert len(stderr.splitlines()) == 1
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
