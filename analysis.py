@@ -107,6 +107,7 @@ IMAGE_SIDE = 28
 NUM_CLASSES = 10
 INFERENCE_BATCH = 256  # no gradients to keep, so predict in batches larger than training's (larger cost memory, not time)
 CALIBRATION_BINS = 15
+LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 and e^3 (0.05 to 20)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -700,7 +701,19 @@ def fit_temperature(logits, labels):
     def loss(log_temperature):
         return cross_entropy(scipy.special.softmax(logits / np.exp(log_temperature), axis=-1), labels)
 
-    return float(np.exp(scipy.optimize.minimize_scalar(loss, bounds=(-3, 3), method="bounded").x))
+    bounds = (-LOG_TEMPERATURE_LIMIT, LOG_TEMPERATURE_LIMIT)
+    return float(np.exp(scipy.optimize.minimize_scalar(loss, bounds=bounds, method="bounded").x))
+
+
+def calibration_summary(temperature, validation_images):
+    """How the probabilities were calibrated, for the report; a fit that ran into its limit says so."""
+    if temperature is None:
+        return "uncalibrated"
+    summary = f"temperature {temperature:.3f}, fitted on the {validation_images} validation images"
+    if abs(math.log(temperature)) > LOG_TEMPERATURE_LIMIT - 1e-3:
+        summary += (": the limit of its search, so the holdout is too small or too poorly classified to "
+                    "calibrate the probabilities")
+    return summary
 
 
 def calibration_bins(probabilities, labels, bins=CALIBRATION_BINS):
@@ -1557,40 +1570,45 @@ def train_and_report(args):
     ece = expected_calibration_error(probabilities, y_test)
     predictions = probabilities.argmax(1)
     matrix = sklearn.metrics.confusion_matrix(y_test, predictions, labels=range(NUM_CLASSES))
-    print(format_report(loss, accuracy, matrix))
-    print(sklearn.metrics.classification_report(y_test, predictions, labels=range(NUM_CLASSES), digits=4,
-                                                zero_division=0))
+    report = [format_report(loss, accuracy, matrix),
+              sklearn.metrics.classification_report(y_test, predictions, labels=range(NUM_CLASSES), digits=4,
+                                                    zero_division=0)]
     if args.shift_average:
-        print(f"Accuracy of single views: {accuracy_of(test_views[0], y_test):.4f} (the report averages each "
-              "test image with its four one-pixel shifts).")
-    calibrated = (f"temperature {calibration['temperature']:.3f}, fitted on the {len(validation[0])} validation "
-                  "images" if calibration["temperature"] else "uncalibrated")
-    print(f"Expected calibration error ({CALIBRATION_BINS} bins): {ece:.4f} ({calibrated}).")
+        report.append(f"Accuracy of single views: {accuracy_of(test_views[0], y_test):.4f} (the report averages "
+                      "each test image with its four one-pixel shifts).")
+    report.append(f"Expected calibration error ({CALIBRATION_BINS} bins): {ece:.4f} "
+                  f"({calibration_summary(calibration['temperature'], len(validation[0]))}).")
 
-    if args.save_model:
-        save_model(model, args.save_model)
-        hint = str(args.save_model)
-        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
-        print(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model {shlex.quote(hint)}).")
-    if args.output_dir:
-        metrics = {
-            "test_cross_entropy": loss, "test_accuracy": accuracy,
-            "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
-            "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
-            "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
-            "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
-            "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
-            "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
-            "shift_average": args.shift_average, "validation_split": args.validation_split,
-            "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
-            "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
-                        if key in HISTORY_NAMES},
-            "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
-            "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
-            "data": {"source": data.source, "sha256": data.sha256},
-        }
-        write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
-        print(f"Wrote metrics.json and four pictures to {args.output_dir}.")
+    # The files are written before the report is printed, so that a reader who stops reading it
+    # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
+    try:
+        if args.save_model:
+            save_model(model, args.save_model)
+            hint = str(args.save_model)
+            hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
+            report.append(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model "
+                          f"{shlex.quote(hint)}).")
+        if args.output_dir:
+            metrics = {
+                "test_cross_entropy": loss, "test_accuracy": accuracy,
+                "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
+                "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
+                "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
+                "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
+                "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
+                "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
+                "shift_average": args.shift_average, "validation_split": args.validation_split,
+                "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
+                "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
+                            if key in HISTORY_NAMES},
+                "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
+                "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
+                "data": {"source": data.source, "sha256": data.sha256},
+            }
+            write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
+            report.append(f"Wrote metrics.json and four pictures to {args.output_dir}.")
+    finally:
+        print("\n".join(report), flush=True)
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
 import gzip
+import io
 import json
 import os
 import re
@@ -281,6 +282,36 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with 
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert script_lines(stderr) == [] and "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+class ReaderGoneAt(io.StringIO):
+    """Standard output whose reader goes away (as `| head` does) when a line holding `text` is written."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text, self.devnull = text, os.open(os.devnull, os.O_WRONLY)
+
+    def write(self, chunk):
+        """Raise BrokenPipeError on the line holding the text, as writing to a closed pipe does."""
+        if self.text in chunk:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(chunk)
+
+    def fileno(self):
+        """A real file descriptor, for main's redirection of what is left to os.devnull."""
+        return self.devnull
+
+
+def test_a_reader_that_stops_at_the_report_costs_no_finished_file(tmp_path):  # `python analysis.py ... | head -20`
+    stdout = ReaderGoneAt("Loss:")
+    try:
+        status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", tmp_path / "out"],
+                                     stdout)
+    finally:
+        os.close(stdout.devnull)
+    assert status == 141 and stderr == ""
+    assert (tmp_path / "m.keras").is_file() and (tmp_path / "out" / "metrics.json").is_file()
+    assert "val_accuracy" in stdout.getvalue() and "Loss:" not in stdout.getvalue()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")

@@ -214,6 +214,16 @@ def test_fitted_temperature_undoes_miscalibration_and_changes_no_prediction(temp
     assert analysis.expected_calibration_error(after, labels) < analysis.expected_calibration_error(before, labels)
 
 
+def test_a_temperature_fit_that_runs_into_its_limit_says_so():
+    logits, labels = overconfident_logits(1.0, n=200)
+    hopeless = analysis.fit_temperature(logits, (labels + 1) % 3)  # confidently wrong on every image: T -> infinity
+    assert hopeless == pytest.approx(np.exp(analysis.LOG_TEMPERATURE_LIMIT), rel=1e-3)
+    assert "the limit of its search" in analysis.calibration_summary(hopeless, 200)
+    fitted = analysis.fit_temperature(logits, labels)
+    assert analysis.calibration_summary(fitted, 200) == f"temperature {fitted:.3f}, fitted on the 200 validation images"
+    assert analysis.calibration_summary(None, 0) == "uncalibrated"
+
+
 def test_expected_calibration_error_of_a_constructed_case():
     # 4 images at confidence 0.9, 3 right: a gap of 0.15; 6 at confidence 0.5 (bin 8 of 15), 3 right: no gap
     probabilities = np.array([[0.9, 0.1]] * 4 + [[0.5, 0.5]] * 6)
