@@ -197,17 +197,23 @@ def load_npz(path):
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)}")
             arrays = {key: archive[key] for key in IDX_NAMES}
-    except ValueError as error:  # object arrays, which would need unpickling, land here
-        raise DataError(f"{path}: refused: {error}") from None
+    except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
+        pickled = "allow_pickle" in str(error)
+        raise DataError(f"{path}: {'refused' if pickled else 'not a readable .npz archive'} ({error})") from None
+    except MemoryError as error:  # a header that asks for terabytes, corrupt or not
+        raise DataError(f"{path}: cannot load it ({error})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path}: not a readable .npz archive ({error})") from None
+    not_arrays = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
+        raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
     return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
 
 
 def check_arrays(arrays, source):
     """Check images are N x 28 x 28 uint8 and labels are N integers in 0-9, split by split."""
-    for split in ("train", "test"):
-        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    for key, split in (("train", "training"), ("test", "test")):
+        images, labels = arrays[f"x_{key}"], arrays[f"y_{key}"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
             raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, "
                             f"expected N x {IMAGE_SIDE} x {IMAGE_SIDE} uint8")

@@ -2,7 +2,9 @@
 
 import gzip
 import hashlib
+import io
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -63,7 +65,7 @@ def with_labels(labels):
      "magic number"),
     (lambda d: break_file(d, "t10k-images-idx3-ubyte", lambda raw: raw[:-28]), "header says"),
     (lambda d: break_file(d, "train-labels-idx1-ubyte", with_labels(np.zeros(59, np.uint8))),
-     "60 train images but 59 labels"),
+     "60 training images but 59 labels"),
     (lambda d: break_file(d, "t10k-labels-idx1-ubyte", with_labels(np.full(20, 10, np.uint8))),
      "labels run 10..10"),
     (lambda d: (d / "t10k-labels-idx1-ubyte.gz").unlink(), "no t10k-labels-idx1-ubyte"),
@@ -88,6 +90,37 @@ def test_npz_needing_unpickling_is_refused(tmp_path):
     np.savez(tmp_path / "evil.npz", **arrays)
     with pytest.raises(analysis.DataError, match="refused"):
         analysis.load_data(tmp_path / "evil.npz")
+
+
+def npz_with_x_train_member(path, name, data):
+    """A .npz of synthetic arrays whose x_train is replaced by a member of this name and these bytes."""
+    arrays = synthetic_arrays()
+    del arrays["x_train"]
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(name, data)
+    return path
+
+
+def npy_bytes(header, data=b""):
+    """A .npy file's bytes: its header for `header` (descr, fortran_order, shape), then `data`."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("x_train", b"raw bytes, no .npy header", "x_train not saved as numpy arrays"),
+    ("x_train.npy", npy_bytes({"descr": "|u1", "fortran_order": False, "shape": (60, 28, 28)}, bytes(100)),
+     "not a readable .npz archive .*EOF"),  # cut short
+    ("x_train.npy", npy_bytes({"descr": "|u1", "fortran_order": False, "shape": (10**15, 28, 28)}),
+     "cannot load it .*allocate"),  # a header that asks for exabytes
+])
+def test_npz_with_a_broken_member_is_refused_with_its_reason(tmp_path, name, data, message):
+    path = npz_with_x_train_member(tmp_path / "broken.npz", name, data)
+    with pytest.raises(analysis.DataError, match=message) as refusal:
+        analysis.load_data(path)
+    assert "refused" not in str(refusal.value)  # the word for archives that would need unpickling
 
 
 def test_npz_with_a_missing_key_is_refused(tmp_path):
