@@ -773,8 +773,8 @@ def write_atomically(path, write):
     try:
         write(temporary)
         os.replace(temporary, path)
-    except OSError as error:
-        error.filename = error.filename or path  # a full disk names no file: say which one failed
+    except OSError as error:  # name the file asked for, not the temporary one (a full disk names none)
+        error.filename, error.filename2 = path, None
         raise
     finally:
         temporary.unlink(missing_ok=True)
@@ -871,13 +871,17 @@ def plot_reliability(probabilities, labels, path, bins=CALIBRATION_BINS):
     save_figure(figure, path)
 
 
+REPORT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curves.png", "misclassified.png", "reliability.png")
+
+
 def write_outputs(directory, metrics, history, test_images, test_labels, probabilities):
     """Write metrics.json and the four pictures into the output directory."""
-    write_json(directory / "metrics.json", metrics)
-    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), directory / "confusion_matrix.png")
-    plot_learning_curves(history, directory / "learning_curves.png")
-    plot_misclassified(test_images, test_labels, probabilities, directory / "misclassified.png")
-    plot_reliability(probabilities, test_labels, directory / "reliability.png")
+    metrics_file, confusion, curves, misclassified, reliability = (directory / name for name in REPORT_FILES)
+    write_json(metrics_file, metrics)
+    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), confusion)
+    plot_learning_curves(history, curves)
+    plot_misclassified(test_images, test_labels, probabilities, misclassified)
+    plot_reliability(probabilities, test_labels, reliability)
 
 
 def save_model(model, path):
@@ -1459,17 +1463,22 @@ def parse_args(argv):
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")
     if args.model and not args.predict:
         parser.error("--model is only used with --predict")
-    given = [name for name in TRAINING_FLAGS if getattr(args, name) != parser.get_default(name)]
-    if args.predict and given:
-        parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
+    if args.output_dir and args.save_model and args.output_dir.resolve() == args.save_model.resolve():
+        parser.error("--save-model and --output-dir name the same path")
+    if args.predict:  # parsed again with a default of its own, to tell a flag given its default value from none
+        unset = object()
+        parser.set_defaults(**dict.fromkeys(TRAINING_FLAGS, unset))
+        given = [name for name in TRAINING_FLAGS if getattr(parser.parse_args(argv), name) is not unset]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
     problem = args.data is None and too_many_samples(args, *BUNDLED_SIZES)
     if problem:  # the bundled sizes are known before loading, and before the slow imports
         parser.error(problem)
     return args, parser
 
 
-def check_writable(path, what, directory):
-    """Fail early, before any training, when `path` (a folder if `directory`) could not be created or written.
+def check_writable(path, what, files=None):
+    """Fail early, before any training, when `path` (a file, or a folder to hold `files`) could not be written.
 
     The nearest folder that exists is tried with a real file, created and removed at once: permission
     bits do not tell on Windows, nor for read-only file systems."""
@@ -1481,8 +1490,12 @@ def check_writable(path, what, directory):
             existing = existing.parent
         if existing != path and not existing.is_dir():
             raise DataError(f"cannot create {what} {path}: {existing} is not a directory")
+        directory = files is not None
         if existing == path and path.is_dir() != directory:
             raise DataError(f"cannot write {what} {path}: it exists and is {'not ' if directory else ''}a directory")
+        for name in files or ():
+            if (path / name).is_dir():
+                raise DataError(f"cannot write {what} {path}: {path / name} is a directory")
         folder = existing if existing.is_dir() else existing.parent
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -1623,9 +1636,9 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        for output, what, directory in ((args.output_dir, "--output-dir", True), (args.save_model, "--save-model", False)):
+        for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES), (args.save_model, "--save-model", None)):
             if output:
-                check_writable(output, what, directory)
+                check_writable(output, what, files)
         for given, what in ((args.data, "--data"), (args.model, "--model")):
             try:
                 if given and not given.exists():

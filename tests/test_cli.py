@@ -125,6 +125,9 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--model", "m.keras"], "--model is only used with --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "--output-dir is for training runs"),
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "3"], "--epochs is for training runs, not --predict"),
+    (["--predict", "a.png", "--model", "m.keras", "--epochs", "9"], "--epochs is for training runs"),  # the default
+    (["--predict", "a.png", "--model", "m.keras", "--no-xla"], "--xla is for training runs"),
+    (["--save-model", "out.keras", "--output-dir", "./out.keras"], "--save-model and --output-dir name the same path"),
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
@@ -149,6 +152,13 @@ def test_unusable_output_dir_fails_before_training(tmp_path, target, message):
     assert status == 1
     assert stderr.strip() == "error: " + message.format(tmp=tmp_path)
     assert stdout == ""
+
+
+def test_an_output_dir_holding_a_folder_named_like_a_report_fails_before_training(tmp_path):
+    (tmp_path / "out" / "metrics.json").mkdir(parents=True)
+    status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "out"])
+    assert status == 1 and stdout == ""
+    assert stderr.strip() == f"error: cannot write --output-dir {tmp_path}/out: {tmp_path}/out/metrics.json is a directory"
 
 
 @pytest.mark.parametrize("target, message", [

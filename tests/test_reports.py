@@ -133,3 +133,11 @@ def test_failed_write_leaves_nothing_behind_and_names_the_file(tmp_path):
         analysis.write_atomically(tmp_path / "metrics.json", half_write)
     assert raised.value.filename == tmp_path / "metrics.json"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_onto_a_folder_names_the_file_not_its_temporary(tmp_path):
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(OSError) as raised:
+        analysis.write_json(tmp_path / "metrics.json", {})
+    assert raised.value.filename == tmp_path / "metrics.json" and raised.value.filename2 is None
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
