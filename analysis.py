@@ -69,7 +69,8 @@ def import_libraries():
     # TensorFlow's C++ log is silenced unless the user sets TF_CPP_MIN_LOG_LEVEL to 0 or 1; its
     # start-up part ignores the variable in TF 2.21 (absl prints it before logging is initialised),
     # hence the file descriptor, which would also hide errors: so at level 2, errors at start-up too.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):  # unset, or set to nothing (which TensorFlow reads as 0)
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
     # set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
     os.environ["KERAS_BACKEND"] = "tensorflow"

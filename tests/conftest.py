@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--epochs", "1", "--train-samples", "2000", "--test-samples", "500", "--precision", "float32"]
 # TensorFlow's C++ log: "2026-11-25 10:00:00.123456: I tensorflow/...", absl's "E0000 00:00:... file.cc:12] ...",
 # and the continuation lines of its multi-line messages
-TF_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: All log "
+TF_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ |WARNING: All log "
                     r"messages before absl|To enable the following instructions)")
 # The script's own lines on stderr: `error: ...`, `warning: ...`, `PATH: error: ...`, argparse's `usage: ...`
 OWN_LINE = re.compile(r"^(error: |warning: |usage: |analysis\.py: error: |\S.*: error: )")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import keras, run_cli, script_lines
+from conftest import keras, run_cli, script_lines, tensorflow_log_lines
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -403,8 +403,10 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     truth.insert(len(paths) - 1, mnist.y_test[0])
 
     result = run_cli("--predict", *paths, folder, tmp_path / "notes.png", tmp_path / "blank.png", tmp_path / "empty",
-                     "--model", trained[0] / "models" / "new" / "model.keras", env={"PYTHONIOENCODING": "utf-8:strict"})
+                     "--model", trained[0] / "models" / "new" / "model.keras",
+                     env={"PYTHONIOENCODING": "utf-8:strict", "TF_CPP_MIN_LOG_LEVEL": ""})  # set but empty: as unset
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert tensorflow_log_lines(result.stderr) == []
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
