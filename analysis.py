@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 import zipfile
@@ -1357,8 +1358,10 @@ def load_trained_model(path):
     try:
         model = keras.models.load_model(path)
     except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise DataError(f"{path}: not a readable .keras model ({reason})") from None
+        if "safe_mode" in str(error):  # Keras' refusal to load a Lambda layer's Python code
+            raise DataError(f"{path}: refused: it holds Python code (a Lambda layer) that loading would run") from None
+        reason = re.split(r"(?<=\.)\s", str(error).strip())[0] or type(error).__name__  # Keras' first sentence
+        raise DataError(f"{path}: not a readable .keras model ({textwrap.shorten(reason, 200)})") from None
     if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
         raise DataError(f"{path}: not a digit model of this script (it maps {model.input_shape} to "
                         f"{model.output_shape}, not 28x28x1 pictures to 10 probabilities)")

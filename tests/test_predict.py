@@ -313,6 +313,9 @@ def test_a_subfolder_that_cannot_be_listed_is_one_entry_and_the_rest_are_read(tm
 @pytest.mark.parametrize("layers, reason", [
     (lambda: [keras.Input((784,)), keras.layers.Dense(10, activation="softmax")], "not a digit model of this script"),
     (lambda: [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)], "outputs are not probabilities"),
+    (lambda: [keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Flatten(),
+              keras.layers.Dense(10, activation="softmax")],
+     "other.keras: refused: it holds Python code \\(a Lambda layer\\) that loading would run$"),
 ])
 def test_a_model_of_another_kind_is_refused_with_a_reason(tmp_path, layers, reason):
     keras.Sequential(layers()).save(tmp_path / "other.keras")
