@@ -200,8 +200,8 @@ def load_npz(path):
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)}")
             arrays = {key: archive[key] for key in IDX_NAMES}
     except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
-        pickled = "allow_pickle" in str(error)
-        raise DataError(f"{path}: {'refused' if pickled else 'not a readable .npz archive'} ({error})") from None
+        reason = f"refused: {error}" if "allow_pickle" in str(error) else f"not a readable .npz archive ({error})"
+        raise DataError(f"{path}: {reason}") from None
     except MemoryError as error:  # a header that asks for terabytes, corrupt or not
         raise DataError(f"{path}: cannot load it ({error})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
@@ -1467,14 +1467,16 @@ def parse_args(argv):
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")
     if args.model and not args.predict:
         parser.error("--model is only used with --predict")
-    if args.output_dir and args.save_model and args.output_dir.resolve() == args.save_model.resolve():
-        parser.error("--save-model and --output-dir name the same path")
     if args.predict:  # parsed again with a default of its own, to tell a flag given its default value from none
         unset = object()
         parser.set_defaults(**dict.fromkeys(TRAINING_FLAGS, unset))
         given = [name for name in TRAINING_FLAGS if getattr(parser.parse_args(argv), name) is not unset]
         if given:
             parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
+    if args.output_dir and args.save_model:  # realpath, not resolve: a link loop is check_writable's to report
+        model, reports = (Path(os.path.realpath(output)) for output in (args.save_model, args.output_dir))
+        if model == reports or model in reports.parents:
+            parser.error("--save-model names the --output-dir folder, or a folder it would be in")
     problem = args.data is None and too_many_samples(args, *BUNDLED_SIZES)
     if problem:  # the bundled sizes are known before loading, and before the slow imports
         parser.error(problem)
@@ -1630,8 +1632,20 @@ def train_and_report(args):
             }
             write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
             report.append(f"Wrote metrics.json and four pictures to {args.output_dir}.")
-    finally:
-        print("\n".join(report), flush=True)
+    except BaseException:
+        try:
+            print("\n".join(report), flush=True)  # what was finished, before the error says what was not
+        except BrokenPipeError:  # the reader is gone, but the error line goes to stderr all the same
+            output_to_devnull()
+        raise
+    print("\n".join(report), flush=True)
+
+
+def output_to_devnull():
+    """Send the rest of standard output to os.devnull, once its reader has gone: exit's flush cannot fail then."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv=None):
@@ -1667,7 +1681,7 @@ def main(argv=None):
     except (DataError, SetupError, TrainingError) as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail
+        output_to_devnull()
         return 141  # the shell's status for a program stopped by SIGPIPE
     except OSError as error:
         print(printable(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": ")), file=sys.stderr)

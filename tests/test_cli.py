@@ -1,5 +1,6 @@
 """The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
+import errno
 import gzip
 import io
 import json
@@ -25,6 +26,8 @@ from conftest import (
     tensorflow_log_lines,
     write_idx_dir,
 )
+
+import analysis
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,8 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "3"], "--epochs is for training runs, not --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "9"], "--epochs is for training runs"),  # the default
     (["--predict", "a.png", "--model", "m.keras", "--no-xla"], "--xla is for training runs"),
-    (["--save-model", "out.keras", "--output-dir", "./out.keras"], "--save-model and --output-dir name the same path"),
+    (["--save-model", "out.keras", "--output-dir", "./out.keras"], "--save-model names the --output-dir folder"),
+    (["--save-model", "out.keras", "--output-dir", "out.keras/reports"], "--save-model names the --output-dir folder, or a"),
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
@@ -322,6 +326,26 @@ def test_a_reader_that_stops_at_the_report_costs_no_finished_file(tmp_path):  # 
     assert status == 141 and stderr == ""
     assert (tmp_path / "m.keras").is_file() and (tmp_path / "out" / "metrics.json").is_file()
     assert "val_accuracy" in stdout.getvalue() and "Loss:" not in stdout.getvalue()
+
+
+def test_a_file_that_cannot_be_written_is_reported_though_the_reader_has_gone(tmp_path, monkeypatch):
+    def disk_full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(analysis, "save_model", disk_full)
+    stdout = ReaderGoneAt("Loss:")
+    try:
+        status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras"], stdout)
+    finally:
+        os.close(stdout.devnull)
+    assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_an_output_dir_that_is_a_link_loop_fails_with_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "loop", "--save-model", tmp_path / "m.keras"])
+    assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1 and stderr.startswith("error: ")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
