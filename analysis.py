@@ -895,6 +895,7 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
+SMALLEST_WORKING_SIDE = 112  # a smaller picture is enlarged to it first (four times MNIST's 28)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
@@ -1209,7 +1210,7 @@ def contrast_with_surroundings(gray, core, strokes):
     return abs(float(np.median(gray[box][core[box]]) - np.median(gray[box][around])))
 
 
-def read_digit(gray, light):
+def read_digit(gray, light, enlarged=1.0):
     """Find the digit written dark on light paper (or light on a dark board): its strokes, their
     strength, their contrast with the paper around them, and the ink map; or DataError, saying why.
 
@@ -1217,7 +1218,8 @@ def read_digit(gray, light):
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
     enough, strokes rather than a blob, well above the noise, standing out from the paper around it
     and darker (or lighter) than the picture as a whole, and the same when the window is twice as
-    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it."""
+    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it.
+    A speck is measured in the pixels of the picture as given, before it was `enlarged`."""
     window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
     ink = ink_map(gray, smooth_gray, window, light)
     strokes, core, strength, noise = locate_digit(ink)
@@ -1226,7 +1228,7 @@ def read_digit(gray, light):
         ink = ink_map(gray, smooth_gray, window, light)
         strokes, core, strength, noise = locate_digit(ink)
     extent = extent_of(strokes)
-    if extent < max(6, 0.03 * min(ink.shape)):
+    if extent < max(6 * enlarged, 0.03 * min(ink.shape)):  # six pixels of the picture as it was given
         raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
                         "picture across)")
     if extent_of(core) < 2.5 * stroke_width(core):
@@ -1271,11 +1273,17 @@ def preprocess_drawing(gray):
     paper, or light on a dark board: whichever reading finds strokes that stand out from the paper
     around them. Along the way the strokes are brought to
     MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
-    final scale."""
+    final scale. A small picture (a thumbnail, a 16x16 scan) is enlarged first: the search for
+    strokes works in whole pixels (a one-pixel blur, windows of at least three)."""
+    enlarged = max(1.0, SMALLEST_WORKING_SIDE / max(gray.shape))
+    if enlarged > 1:
+        small = Image.fromarray(gray.astype(np.float32), "F")
+        gray = np.asarray(small.resize(scaled_size(small.size, SMALLEST_WORKING_SIDE), Image.Resampling.BICUBIC))
+        gray = gray.clip(0, 1)
     readings, refusals = [], []
     for light in (False, True):
         try:
-            readings.append(read_digit(gray, light))
+            readings.append(read_digit(gray, light, enlarged))
         except DataError as refusal:
             refusals.append(refusal)
     if not readings:

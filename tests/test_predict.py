@@ -143,6 +143,7 @@ def on_a_table_at_a_slant(gray, degrees=5):
     (lambda: with_table_edge(noisy_page(noise=0.01)), "like a sheet's edge"),
     (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
+    (lambda: stroke_image(size=(16, 16), box=(8, 8, 9, 9)), "a speck"),  # one pixel: enlarged, still a speck
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
     with pytest.raises(analysis.DataError, match=f"^no digit found \\(.*{re.escape(reason)}"):
@@ -256,6 +257,15 @@ def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
     digit = analysis.preprocess_drawing(gray)
     top_row = digit[np.flatnonzero(digit.max(1) > 0.5)[0]]
     assert ink_box(digit)[0] == 20 and (top_row > 0.5).sum() >= 10  # the bar is there, across the top
+
+
+def test_a_thumbnail_of_a_digit_is_enlarged_and_read_like_the_digit(mnist):
+    correlations = []
+    for image in mnist.x_test[:40]:
+        thumbnail = np.asarray(Image.fromarray(255 - image).resize((12, 12), Image.Resampling.BOX), np.float32) / 255
+        full_size = analysis.preprocess_drawing(1 - image.astype(np.float32) / 255)
+        correlations.append(np.corrcoef(analysis.preprocess_drawing(thumbnail).ravel(), full_size.ravel())[0, 1])
+    assert np.median(correlations) > 0.8
 
 
 def listed(entries, root):
