@@ -895,8 +895,6 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
-SMALL_PICTURE = 32  # a picture narrower than this on its longer side (a thumbnail, a 16x16 scan) is enlarged...
-ENLARGED_SIDE = 112  # ... to this, four times MNIST's 28, before its digit is sought
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
@@ -1211,7 +1209,7 @@ def contrast_with_surroundings(gray, core, strokes):
     return abs(float(np.median(gray[box][core[box]]) - np.median(gray[box][around])))
 
 
-def read_digit(gray, light, enlarged=1.0):
+def read_digit(gray, light):
     """Find the digit written dark on light paper (or light on a dark board): its strokes, their
     strength, their contrast with the paper around them, and the ink map; or DataError, saying why.
 
@@ -1219,8 +1217,7 @@ def read_digit(gray, light, enlarged=1.0):
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
     enough, strokes rather than a blob, well above the noise, standing out from the paper around it
     and darker (or lighter) than the picture as a whole, and the same when the window is twice as
-    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it.
-    A speck is measured in the pixels of the picture as given, before it was `enlarged`."""
+    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it."""
     window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
     ink = ink_map(gray, smooth_gray, window, light)
     strokes, core, strength, noise = locate_digit(ink)
@@ -1229,11 +1226,9 @@ def read_digit(gray, light, enlarged=1.0):
         ink = ink_map(gray, smooth_gray, window, light)
         strokes, core, strength, noise = locate_digit(ink)
     extent = extent_of(strokes)
-    if extent < max(6 * enlarged, 0.03 * min(ink.shape)):  # six pixels of the picture as it was given
-        pixels = round(extent / enlarged)
-        size = (f"{pixels} pixel{'s' if pixels != 1 else ''}" if enlarged > 1 else
-                f"{100 * extent / max(ink.shape):.2g} % of the picture")
-        raise DataError(f"no digit found (the only ink is a speck, {size} across)")
+    if extent < max(6, 0.03 * min(ink.shape)):
+        raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
+                        "picture across)")
     if extent_of(core) < 2.5 * stroke_width(core):
         raise DataError("no digit found (the ink is a blob, not pen strokes)")
     if strength < 8 * noise:
@@ -1268,19 +1263,6 @@ def with_stroke_width(digit, target):
     return cropped(changed) if changed.max() > 0.5 else digit  # a blob would erode away: leave it be
 
 
-def neighbour_correlation(gray):
-    """The correlation of each pixel with its right and lower neighbours: near 0 for noise, high for strokes."""
-    pairs = np.concatenate([np.stack([gray[:, :-1].ravel(), gray[:, 1:].ravel()]),
-                            np.stack([gray[:-1, :].ravel(), gray[1:, :].ravel()])], axis=1)
-    return float(np.corrcoef(pairs)[0, 1]) if pairs.std(1).min() > 0 else 1.0
-
-
-def pixel_grain(gray):
-    """The picture's pixel-to-pixel noise: the spread of each pixel's difference from its 3x3 neighbourhood's median."""
-    residual = gray - scipy.ndimage.median_filter(gray, size=3, mode="nearest")
-    return 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-
-
 def preprocess_drawing(gray):
     """Turn a grayscale picture of one digit into a 28x28 MNIST-style image in [0, 1].
 
@@ -1289,30 +1271,16 @@ def preprocess_drawing(gray):
     paper, or light on a dark board: whichever reading finds strokes that stand out from the paper
     around them. Along the way the strokes are brought to
     MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
-    final scale. A small picture is enlarged first, the search for strokes working in whole pixels
-    (a one-pixel blur, windows of at least three); enlarged, noise would look like soft strokes, so
-    its pixels must follow their neighbours as strokes' do (a correlation of 0.31 or more for digits
-    of 12x12 pixels and up, 0.23 at most for random black and white pixels), and the digit must stand
-    out from the grain of the picture as given."""
-    enlarged, correlation, grain = 1.0, 1.0, 0.0
-    if max(gray.shape) < SMALL_PICTURE:
-        correlation, grain = neighbour_correlation(gray), pixel_grain(gray)
-        picture = Image.fromarray(gray.astype(np.float32), "F")
-        gray = np.asarray(picture.resize(scaled_size(picture.size, ENLARGED_SIDE), Image.Resampling.BICUBIC)).clip(0, 1)
-        enlarged = ENLARGED_SIDE / max(picture.size)
+    final scale."""
     readings, refusals = [], []
     for light in (False, True):
         try:
-            readings.append(read_digit(gray, light, enlarged))
+            readings.append(read_digit(gray, light))
         except DataError as refusal:
             refusals.append(refusal)
     if not readings:
         raise refusals[0]  # why the dark-ink reading, the usual one, found no digit
-    strokes, strength, contrast, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
-    if correlation < 0.25:
-        raise DataError("no digit found (its pixels do not follow their neighbours, as strokes' do: noise)")
-    if contrast < 6 * grain:
-        raise DataError("no digit found (the marks are too faint against the picture's noise)")
+    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)

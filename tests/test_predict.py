@@ -104,13 +104,6 @@ def noisy_page(shape=(1200, 1600), tone=0.6, noise=0.03, seed=0):
     return np.random.default_rng(seed).normal(tone, noise, shape).clip(0, 1).astype(np.float32)
 
 
-def as_jpeg(gray, quality=70):
-    """The picture as a JPEG of this quality gives it back: its noise smoothed into 8x8 blocks."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(gray * 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
-    return np.asarray(Image.open(buffer), np.float32) / 255
-
-
 def with_speck(gray):
     gray[600:602, 800:802] = 0.05
     return gray
@@ -150,22 +143,10 @@ def on_a_table_at_a_slant(gray, degrees=5):
     (lambda: with_table_edge(noisy_page(noise=0.01)), "like a sheet's edge"),
     (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
-    (lambda: stroke_image(size=(16, 16), box=(8, 8, 9, 9)), "a speck, 2 pixels across"),  # enlarged, still a speck
-    (lambda: np.random.default_rng(0).integers(0, 2, (16, 16)).astype(np.float32), "do not follow their neighbours"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
     with pytest.raises(analysis.DataError, match=f"^no digit found \\(.*{re.escape(reason)}"):
         analysis.preprocess_drawing(picture())
-
-
-def test_small_pictures_of_blank_paper_or_noise_are_refused():  # enlarged, their noise would look like soft strokes
-    rng = np.random.default_rng(0)
-    for seed in range(10):
-        for picture in (as_jpeg(noisy_page(shape=(16, 16), tone=0.8, noise=0.02, seed=seed)),
-                        as_jpeg(noisy_page(shape=(24, 24), tone=0.8, noise=0.02, seed=seed)),
-                        rng.integers(0, 2, (12, 12)).astype(np.float32), rng.random((20, 20), np.float32)):
-            with pytest.raises(analysis.DataError, match="^no digit found"):
-                analysis.preprocess_drawing(picture)
 
 
 @pytest.mark.parametrize("pen, paper", [(0, 1), (255, 0)])
@@ -275,15 +256,6 @@ def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
     digit = analysis.preprocess_drawing(gray)
     top_row = digit[np.flatnonzero(digit.max(1) > 0.5)[0]]
     assert ink_box(digit)[0] == 20 and (top_row > 0.5).sum() >= 10  # the bar is there, across the top
-
-
-def test_a_thumbnail_of_a_digit_is_enlarged_and_read_like_the_digit(mnist):
-    correlations = []
-    for image in mnist.x_test[:40]:
-        thumbnail = np.asarray(Image.fromarray(255 - image).resize((12, 12), Image.Resampling.BOX), np.float32) / 255
-        full_size = analysis.preprocess_drawing(1 - image.astype(np.float32) / 255)
-        correlations.append(np.corrcoef(analysis.preprocess_drawing(thumbnail).ravel(), full_size.ravel())[0, 1])
-    assert np.median(correlations) > 0.8
 
 
 def listed(entries, root):
