@@ -1604,41 +1604,63 @@ def train_and_report(args):
     report.append(f"Expected calibration error ({CALIBRATION_BINS} bins): {ece:.4f} "
                   f"({calibration_summary(calibration['temperature'], len(validation[0]))}).")
 
+    def save():
+        save_model(model, args.save_model)
+        hint = str(args.save_model)
+        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
+        return f"Saved the model to {args.save_model} (use it with --predict IMAGE --model {shlex.quote(hint)})."
+
+    def write_reports():
+        metrics = {
+            "test_cross_entropy": loss, "test_accuracy": accuracy,
+            "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
+            "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
+            "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
+            "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
+            "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
+            "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
+            "shift_average": args.shift_average, "validation_split": args.validation_split,
+            "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
+            "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
+                        if key in HISTORY_NAMES},
+            "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
+            "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
+            "data": {"source": data.source, "sha256": data.sha256},
+        }
+        write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
+        return f"Wrote metrics.json and four pictures to {args.output_dir}."
+
     # The files are written before the report is printed, so that a reader who stops reading it
     # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
+    failures = write_each([write for write, wanted in ((save, args.save_model), (write_reports, args.output_dir))
+                           if wanted], report)
     try:
-        if args.save_model:
-            save_model(model, args.save_model)
-            hint = str(args.save_model)
-            hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
-            report.append(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model "
-                          f"{shlex.quote(hint)}).")
-        if args.output_dir:
-            metrics = {
-                "test_cross_entropy": loss, "test_accuracy": accuracy,
-                "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
-                "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
-                "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
-                "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
-                "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
-                "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
-                "shift_average": args.shift_average, "validation_split": args.validation_split,
-                "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},
-                "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
-                            if key in HISTORY_NAMES},
-                "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
-                "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
-                "data": {"source": data.source, "sha256": data.sha256},
-            }
-            write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
-            report.append(f"Wrote metrics.json and four pictures to {args.output_dir}.")
-    except BaseException:
+        print("\n".join(report), flush=True)
+    except BrokenPipeError:
+        if not failures:
+            raise
+        output_to_devnull()  # the reader is gone, but the error lines go to stderr all the same
+    for error in failures[:-1]:
+        print(error_line(error), file=sys.stderr)
+    if failures:
+        raise failures[-1]
+
+
+def write_each(writes, report):
+    """Run each write, adding the line it returns to the report; return what failed, in order.
+
+    A write that fails does not stop the next (a model that cannot be saved does not cost the
+    reports); Ctrl-C stops them all."""
+    failures = []
+    for write in writes:
         try:
-            print("\n".join(report), flush=True)  # what was finished, before the error says what was not
-        except BrokenPipeError:  # the reader is gone, but the error line goes to stderr all the same
-            output_to_devnull()
-        raise
-    print("\n".join(report), flush=True)
+            report.append(write())
+        except (OSError, DataError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
+            failures.append(error)
+        except KeyboardInterrupt as error:
+            failures.append(error)
+            break
+    return failures
 
 
 def output_to_devnull():
@@ -1678,16 +1700,23 @@ def main(argv=None):
         return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
     except UsageError as error:
         parser.error(str(error))  # exits with 2
-    except (DataError, SetupError, TrainingError) as error:
-        print(f"error: {printable(str(error))}", file=sys.stderr)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         output_to_devnull()
         return 141  # the shell's status for a program stopped by SIGPIPE
-    except OSError as error:
-        print(printable(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": ")), file=sys.stderr)
-    except (tf.errors.OpError, MemoryError) as error:  # out of memory, on the host or the GPU
-        print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
+    except (DataError, SetupError, TrainingError, OSError, MemoryError) as error:
+        print(error_line(error), file=sys.stderr)
+    except tf.errors.OpError as error:  # a clause of its own: tf is imported only once the flags are checked
+        print(error_line(error), file=sys.stderr)
     return 1
+
+
+def error_line(error):
+    """The one line on standard error that says what went wrong."""
+    if isinstance(error, (DataError, SetupError, TrainingError)):
+        return f"error: {printable(str(error))}"
+    if isinstance(error, OSError):
+        return printable(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "))
+    return f"error: {type(error).__name__}: {error}".splitlines()[0]  # out of memory, on the host or the GPU
 
 
 if __name__ == "__main__":

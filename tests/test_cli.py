@@ -341,6 +341,38 @@ def test_a_file_that_cannot_be_written_is_reported_though_the_reader_has_gone(tm
     assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
 
 
+def test_a_model_that_cannot_be_saved_does_not_cost_the_reports(tmp_path, monkeypatch):
+    def disk_full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(analysis, "save_model", disk_full)
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", tmp_path / "out"])
+    assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
+    assert (tmp_path / "out" / "metrics.json").is_file() and "Loss:" in stdout
+    assert f"Wrote metrics.json and four pictures to {tmp_path}/out." in stdout and "Saved the model" not in stdout
+
+
+def test_each_write_is_tried_and_each_failure_kept_in_order():
+    def failing(error):
+        def write():
+            raise error
+        return write
+
+    report, first, second = [], OSError(errno.ENOSPC, "full", "a"), analysis.DataError("b")
+    failures = analysis.write_each([failing(first), lambda: "written", failing(second)], report)
+    assert failures == [first, second] and report == ["written"]
+    assert [analysis.error_line(error) for error in failures] == ["error: full: a", "error: b"]
+
+
+def test_ctrl_c_stops_the_writes_that_are_left():
+    report, interrupt = [], KeyboardInterrupt()
+
+    def interrupted():
+        raise interrupt
+
+    assert analysis.write_each([interrupted, lambda: "written"], report) == [interrupt] and report == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
 def test_an_output_dir_that_is_a_link_loop_fails_with_one_line(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
