@@ -1608,7 +1608,7 @@ def train_and_report(args):
         save_model(model, args.save_model)
         hint = str(args.save_model)
         hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
-        return f"Saved the model to {args.save_model} (use it with --predict IMAGE --model {shlex.quote(hint)})."
+        return f"Saved the model to {printable(args.save_model)} (use it with --predict IMAGE --model {shlex.quote(hint)})."
 
     def write_reports():
         metrics = {
@@ -1628,7 +1628,7 @@ def train_and_report(args):
             "data": {"source": data.source, "sha256": data.sha256},
         }
         write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
-        return f"Wrote metrics.json and four pictures to {args.output_dir}."
+        return f"Wrote metrics.json and four pictures to {printable(args.output_dir)}."
 
     # The files are written before the report is printed, so that a reader who stops reading it
     # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
