@@ -771,7 +771,8 @@ def write_atomically(path, write):
 
     Missing parent folders are created first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial{path.suffix}")
+    # The name cut short, so that the temporary name is not too long where the real one is not.
+    temporary = path.with_name(f".{path.stem[:32]}.partial{path.suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -779,7 +780,8 @@ def write_atomically(path, write):
         error.filename, error.filename2 = path, None
         raise
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only file system refuses even this: keep the first error
+            temporary.unlink(missing_ok=True)
 
 
 def write_json(path, data):
@@ -876,14 +878,15 @@ def plot_reliability(probabilities, labels, path, bins=CALIBRATION_BINS):
 REPORT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curves.png", "misclassified.png", "reliability.png")
 
 
-def write_outputs(directory, metrics, history, test_images, test_labels, probabilities):
-    """Write metrics.json and the four pictures into the output directory."""
+def report_writers(directory, metrics, history, test_images, test_labels, probabilities):
+    """The writers of metrics.json and the four pictures into the output directory, by file name."""
     metrics_file, confusion, curves, misclassified, reliability = (directory / name for name in REPORT_FILES)
-    write_json(metrics_file, metrics)
-    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), confusion)
-    plot_learning_curves(history, curves)
-    plot_misclassified(test_images, test_labels, probabilities, misclassified)
-    plot_reliability(probabilities, test_labels, reliability)
+    return dict(zip(REPORT_FILES, (
+        lambda: write_json(metrics_file, metrics),
+        lambda: plot_confusion_matrix(np.array(metrics["confusion_matrix"]), confusion),
+        lambda: plot_learning_curves(history, curves),
+        lambda: plot_misclassified(test_images, test_labels, probabilities, misclassified),
+        lambda: plot_reliability(probabilities, test_labels, reliability))))
 
 
 def save_model(model, path):
@@ -1339,9 +1342,11 @@ def predict_drawings(model, paths, shift_average=True):
 
 
 def printable(text):
-    """Text (a path, or a message naming one) on one line: control characters and bytes not UTF-8 escaped."""
+    """Text (a path, or a message naming one) on one line: control characters, line and paragraph
+    separators and bytes not UTF-8 escaped."""
     text = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return re.sub(r"[\x00-\x1f\x7f]", lambda match: f"\\x{ord(match[0]):02x}", text)
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]",
+                  lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 0x100 else f"\\u{ord(match[0]):04x}", text)
 
 
 def load_trained_model(path):
@@ -1572,7 +1577,7 @@ def train_and_report(args):
     (x_fit, y_fit), validation, (x_test, y_test) = split_data(data, args, np.random.default_rng(args.seed))
     load_seconds = time.perf_counter() - started
     print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
-          f"Data: {data.source}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
+          f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
     if warning := missing_digits_warning(y_fit, validation[1]):
         print(warning, file=sys.stderr, flush=True)
@@ -1604,13 +1609,10 @@ def train_and_report(args):
     report.append(f"Expected calibration error ({CALIBRATION_BINS} bins): {ece:.4f} "
                   f"({calibration_summary(calibration['temperature'], len(validation[0]))}).")
 
-    def save():
-        save_model(model, args.save_model)
-        hint = str(args.save_model)
-        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
-        return f"Saved the model to {printable(args.save_model)} (use it with --predict IMAGE --model {shlex.quote(hint)})."
-
-    def write_reports():
+    writes = {}
+    if args.save_model:
+        writes["model"] = lambda: save_model(model, args.save_model)
+    if args.output_dir:
         metrics = {
             "test_cross_entropy": loss, "test_accuracy": accuracy,
             "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
@@ -1627,13 +1629,18 @@ def train_and_report(args):
             "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
             "data": {"source": data.source, "sha256": data.sha256},
         }
-        write_outputs(args.output_dir, metrics, history, x_test, y_test, probabilities)
-        return f"Wrote metrics.json and four pictures to {printable(args.output_dir)}."
-
+        writes.update(report_writers(args.output_dir, metrics, history, x_test, y_test, probabilities))
     # The files are written before the report is printed, so that a reader who stops reading it
     # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
-    failures = write_each([write for write, wanted in ((save, args.save_model), (write_reports, args.output_dir))
-                           if wanted], report)
+    written, failures = write_each(writes)
+    if "model" in written:
+        hint = str(args.save_model)
+        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
+        report.append(printable(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model "
+                                f"{shlex.quote(hint)})."))
+    if reports := [name for name in written if name in REPORT_FILES]:
+        what = "metrics.json and four pictures" if len(reports) == len(REPORT_FILES) else ", ".join(reports)
+        report.append(printable(f"Wrote {what} to {args.output_dir}."))
     try:
         print("\n".join(report), flush=True)
     except BrokenPipeError:
@@ -1646,21 +1653,22 @@ def train_and_report(args):
         raise failures[-1]
 
 
-def write_each(writes, report):
-    """Run each write, adding the line it returns to the report; return what failed, in order.
+def write_each(writes):
+    """Run each of the named writes, the rest even if one fails; return the names written and the errors, in order.
 
-    A write that fails does not stop the next (a model that cannot be saved does not cost the
-    reports); Ctrl-C stops them all."""
-    failures = []
-    for write in writes:
+    A model that cannot be saved, or a picture that cannot be written, does not cost the other files;
+    Ctrl-C stops them all."""
+    written, failures = [], []
+    for name, write in writes.items():
         try:
-            report.append(write())
+            write()
+            written.append(name)
         except (OSError, DataError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
             failures.append(error)
         except KeyboardInterrupt as error:
             failures.append(error)
             break
-    return failures
+    return written, failures
 
 
 def output_to_devnull():

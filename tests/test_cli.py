@@ -346,33 +346,48 @@ def test_a_model_that_cannot_be_saved_does_not_cost_the_reports(tmp_path, monkey
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(analysis, "save_model", disk_full)
-    out = tmp_path / "out\nput"  # a name that would split the report's line in two
+    out = tmp_path / ("out\nput" if os.name == "posix" else "output")  # a newline would split the report's line
     status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", out])
-    assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
-    assert (out / "metrics.json").is_file() and "Loss:" in stdout
-    assert f"Wrote metrics.json and four pictures to {tmp_path}/out\\x0aput." in stdout.splitlines()
+    assert status == 1 and stderr == f"error: No space left on device: {tmp_path / 'm.keras'}\n"
+    assert all((out / name).is_file() for name in analysis.REPORT_FILES) and "Loss:" in stdout
+    assert f"Wrote metrics.json and four pictures to {analysis.printable(out)}." in stdout.splitlines()
     assert "Saved the model" not in stdout
 
 
-def test_each_write_is_tried_and_each_failure_kept_in_order():
-    def failing(error):
-        def write():
-            raise error
-        return write
+def test_a_report_file_that_cannot_be_written_does_not_cost_the_others(tmp_path):
+    (tmp_path / "out").mkdir()
+    real_plot = analysis.plot_confusion_matrix
 
-    report, first, second = [], OSError(errno.ENOSPC, "full", "a"), analysis.DataError("b")
-    failures = analysis.write_each([failing(first), lambda: "written", failing(second)], report)
-    assert failures == [first, second] and report == ["written"]
+    def folder_in_the_way(matrix, path):  # as if made while the network trained
+        path.mkdir()
+        real_plot(matrix, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(analysis, "plot_confusion_matrix", folder_in_the_way)
+        status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "out", "--save-model", tmp_path / "m.keras"])
+    assert status == 1 and script_lines(stderr) == [f"error: Is a directory: {tmp_path / 'out' / 'confusion_matrix.png'}"]
+    others = [name for name in analysis.REPORT_FILES if name != "confusion_matrix.png"]
+    assert all((tmp_path / "out" / name).is_file() for name in others) and (tmp_path / "m.keras").is_file()
+    assert f"Wrote {', '.join(others)} to {tmp_path / 'out'}." in stdout.splitlines()
+
+
+def raising(error):
+    """A write that fails with `error`."""
+    def write():
+        raise error
+    return write
+
+
+def test_each_write_is_tried_and_each_failure_kept_in_order():
+    first, second = OSError(errno.ENOSPC, "full", "a"), analysis.DataError("b")
+    written, failures = analysis.write_each({"a": raising(first), "w": lambda: None, "b": raising(second)})
+    assert written == ["w"] and failures == [first, second]
     assert [analysis.error_line(error) for error in failures] == ["error: full: a", "error: b"]
 
 
 def test_ctrl_c_stops_the_writes_that_are_left():
-    report, interrupt = [], KeyboardInterrupt()
-
-    def interrupted():
-        raise interrupt
-
-    assert analysis.write_each([interrupted, lambda: "written"], report) == [interrupt] and report == []
+    interrupt = KeyboardInterrupt()
+    assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")

@@ -292,6 +292,8 @@ def test_paths_print_on_one_line():
     assert analysis.printable(Path("a/new\nline\t.png")) == "a/new\\x0aline\\x09.png"
     assert analysis.printable(Path(os.fsdecode(b"caf\xe9.png"))) == "caf\\xe9.png"  # Latin-1 bytes, not UTF-8
     assert analysis.printable(Path("café 7.png")) == "café 7.png"
+    # what terminals or splitlines() take as control or line breaks beyond ASCII: CSI, NEL, U+2028, U+2029
+    assert analysis.printable("a\x9b31m\x85b\u2028c\u2029d") == "a\\x9b31m\\x85b\\u2028c\\u2029d"
 
 
 def test_a_subfolder_that_cannot_be_listed_is_one_entry_and_the_rest_are_read(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import errno
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,6 +134,22 @@ def test_failed_write_leaves_nothing_behind_and_names_the_file(tmp_path):
         analysis.write_atomically(tmp_path / "metrics.json", half_write)
     assert raised.value.filename == tmp_path / "metrics.json"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_as_long_as_a_folder_allows_is_written(tmp_path):
+    path = tmp_path / ("a" * 250 + ".json")  # 255 bytes, the longest most file systems take
+    analysis.write_json(path, {"x": 1})
+    assert json.loads(path.read_text()) == {"x": 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_on_a_read_only_file_system_the_error_names_the_file(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "the temporary")
+
+    monkeypatch.setattr(Path, "unlink", read_only)  # as it fails there, even for a file that is not there
+    with pytest.raises(OSError) as raised:
+        analysis.write_atomically(tmp_path / "m.keras", read_only)
+    assert raised.value.filename == tmp_path / "m.keras"
 
 
 def test_a_write_onto_a_folder_names_the_file_not_its_temporary(tmp_path):
