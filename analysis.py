@@ -756,7 +756,7 @@ def per_class_metrics(labels, predictions):
     """Precision, recall, F1 and support for each class, from scikit-learn."""
     report = sklearn.metrics.classification_report(labels, predictions, labels=range(NUM_CLASSES),
                                                    output_dict=True, zero_division=0)
-    return {str(c): report[str(c)] for c in range(NUM_CLASSES)}
+    return {str(c): {**report[str(c)], "support": int(report[str(c)]["support"])} for c in range(NUM_CLASSES)}
 
 
 def versions():
@@ -975,10 +975,10 @@ def load_drawing(path, longest=WORKING_SIDE):
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with opened_picture(path, longest) as image:
                 image = ImageOps.exif_transpose(image)
+                if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
+                    image = eight_bit_gray(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     image = flattened(image.convert("RGBA"))
-                if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                    image = to_8_bits(np.asarray(image, np.float64), 65535 if image.mode.startswith("I;16") else None)
                 gray = image.convert("L")
     except UnidentifiedImageError:
         raise DataError("not a picture (not a format Pillow reads, or empty)") from None
@@ -1046,11 +1046,23 @@ def too_large(pixels):
                      "(its guard against decompression bombs)")
 
 
+def eight_bit_gray(image):
+    """A 16-bit, 32-bit or floating-point gray picture in 8 bits, the tone it names as transparent made so."""
+    pixels = np.asarray(image, np.float64)
+    gray = to_8_bits(pixels, 65535 if image.mode.startswith("I;16") else None)
+    if "transparency" not in image.info:
+        return gray
+    opacity = np.where(pixels == image.info["transparency"], 0, 255).astype(np.uint8)
+    return Image.merge("LA", (gray, Image.fromarray(opacity)))
+
+
 def flattened(rgba):
-    """A picture with transparency laid on white, or on black where what is drawn is light (a white pen)."""
+    """A picture with transparency laid on white, or on black where what is drawn is light (a white pen).
+
+    What is drawn is told by its tone weighed by its opacity, so that a faint white brush counts."""
     pixels = np.asarray(rgba, np.float32)
-    opaque = pixels[..., 3] > 127
-    light = opaque.any() and pixels[..., :3][opaque].mean() > 127
+    opacity = pixels[..., 3]
+    light = opacity.sum() > 0 and np.average(pixels[..., :3].mean(-1), weights=opacity) > 127
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
@@ -1426,8 +1438,9 @@ TRAINING_FLAGS = ("epochs", "batch_size", "lr", "seed", "precision", "xla", "dat
 def parse_args(argv):
     """Parse the command line; exit with 2 and one line on a usage error."""
     parser = OneLineParser(
-        prog=Path(__file__).name, description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix.",
-        allow_abbrev=False)
+        prog=Path(__file__).name, allow_abbrev=False,
+        description="Train a CNN on MNIST and report test loss, accuracy and confusion matrix; or, with --predict "
+                    "and --model, classify pictures of handwritten digits.")
     add = parser.add_argument
     positive_int = checked(int, lambda value: value > 0, "a positive number")
     epochs = checked(int, lambda value: 0 < value <= 10**6, "a positive number, at most 1000000")
@@ -1442,7 +1455,7 @@ def parse_args(argv):
     add("--lr", type=learning_rate, default=5e-3,
         help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     add("--seed", type=seed, default=1, metavar="N",
-        help="seed for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
+        help="seed (0 to 2**32 - 1) for sampling, initialisation, augmentation and shuffling (default: %(default)s)")
     add("--precision", choices=("auto", *PRECISIONS), default="auto",
         help="arithmetic of training: auto takes bfloat16 where the CPU or GPU does it natively, float16 "
         "on GPUs of compute capability 7.x, float32 elsewhere (default: %(default)s)")

@@ -158,6 +158,22 @@ def test_transparency_is_flattened_onto_the_tone_that_sets_off_the_pen(tmp_path,
     assert gray[0, 0] == paper and gray[20, 20] == pen / 255
 
 
+def test_a_faint_white_brush_on_transparency_is_laid_on_black(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 18:22] = [255, 255, 255, 100]  # white, at 40 % opacity: nothing is more than half opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    gray = analysis.load_drawing(tmp_path / "a.png")
+    assert gray[0, 0] == 0 and gray[20, 20] == pytest.approx(100 / 255, abs=0.01)
+
+
+def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped(tmp_path):
+    pixels = np.full((40, 40), 60000, np.uint16)  # paper in the tone the file names transparent
+    pixels[10:30, 18:22] = 20000  # a dark stroke
+    Image.fromarray(pixels).save(tmp_path / "a.png", transparency=60000)
+    gray = analysis.load_drawing(tmp_path / "a.png")
+    assert gray[0, 0] == 1 and gray[20, 20] == pytest.approx(20000 / 65535, abs=0.01)  # laid on white
+
+
 @pytest.mark.parametrize("pixels, name", [
     (np.array([[0, 32768, 65535]], np.uint16), "scan.png"),  # 16-bit
     (np.array([[0, 0.5, 1]], np.float32), "scan.tif"),  # floating point, 0-1
