@@ -296,7 +296,7 @@ def one_hot(labels):
 
 @dataclass
 class Runtime:
-    """Where training runs: the device's name, the Keras dtype policy, and whether XLA compiles."""
+    """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, whether on a GPU."""
 
     device: str
     precision: str
@@ -450,14 +450,15 @@ def configure_runtime(args):
         tf.config.experimental.set_memory_growth(gpu, True)
     gpu_details = tf.config.experimental.get_device_details(gpus[0]) if gpus else None
     capability = (gpu_details.get("compute_capability") or (0, 0)) if gpus else None
+    xla = bool(gpus) if args.xla is None else args.xla
     if not gpus:
-        tf.config.experimental.enable_op_determinism()  # same seed, same numbers on a CPU
+        if not xla:  # Keras compiles no XLA under op determinism: it would drop --xla with a warning
+            tf.config.experimental.enable_op_determinism()  # same seed, same numbers on a CPU
         if not args.no_accel and tf.test.is_built_with_cuda() and nvidia_driver_present():
             print("warning: TensorFlow finds no usable GPU (run with TF_CPP_MIN_LOG_LEVEL=0 to see why; "
                   "README, GPU troubleshooting): training on the CPU", file=sys.stderr, flush=True)
     precision = pick_precision(args.precision, capability)
     keras.mixed_precision.set_global_policy(precision)
-    xla = bool(gpus) if args.xla is None else args.xla
     return Runtime(describe_device(gpu_details), precision, xla, gpu=bool(gpus))
 
 

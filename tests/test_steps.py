@@ -422,6 +422,13 @@ def test_faked_gpus_refuse_what_they_cannot_do(monkeypatch, capability, requeste
         analysis.configure_runtime(runtime_args(precision=requested))
 
 
+def test_xla_asked_for_on_a_cpu_is_what_compiles(monkeypatch):
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [])  # a CPU alone, whatever is here
+    monkeypatch.setattr(analysis, "nvidia_driver_present", lambda: False)
+    runtime = analysis.configure_runtime(runtime_args(precision="float32", xla=True))
+    assert runtime.xla and analysis.compile_model(analysis.build_model(), 1e-3, 100, runtime.xla).jit_compile
+
+
 def test_a_cuda_build_without_a_usable_gpu_says_so_once(monkeypatch, capsys):
     fake_gpu(monkeypatch, None)
     runtime = analysis.configure_runtime(runtime_args(precision="float32"))
