@@ -772,8 +772,9 @@ def write_atomically(path, write):
 
     Missing parent folders are created first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The name cut short, so that the temporary name is not too long where the real one is not.
-    temporary = path.with_name(f".{path.stem[:32]}.partial{path.suffix}")
+    # Unique, so that runs writing beside each other cannot take each other's; cut short, so that
+    # it is not too long where the real name is not.
+    temporary = path.with_name(f".{path.stem[:32]}.{os.urandom(4).hex()}.partial{path.suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -879,15 +880,16 @@ def plot_reliability(probabilities, labels, path, bins=CALIBRATION_BINS):
 REPORT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curves.png", "misclassified.png", "reliability.png")
 
 
-def report_writers(directory, metrics, history, test_images, test_labels, probabilities):
+def report_writers(directory, metrics, matrix, history, test_images, test_labels, probabilities):
     """The writers of metrics.json and the four pictures into the output directory, by file name."""
-    metrics_file, confusion, curves, misclassified, reliability = (directory / name for name in REPORT_FILES)
-    return dict(zip(REPORT_FILES, (
-        lambda: write_json(metrics_file, metrics),
-        lambda: plot_confusion_matrix(np.array(metrics["confusion_matrix"]), confusion),
-        lambda: plot_learning_curves(history, curves),
-        lambda: plot_misclassified(test_images, test_labels, probabilities, misclassified),
-        lambda: plot_reliability(probabilities, test_labels, reliability))))
+    return {
+        "metrics.json": lambda: write_json(directory / "metrics.json", metrics),
+        "confusion_matrix.png": lambda: plot_confusion_matrix(matrix, directory / "confusion_matrix.png"),
+        "learning_curves.png": lambda: plot_learning_curves(history, directory / "learning_curves.png"),
+        "misclassified.png": lambda: plot_misclassified(test_images, test_labels, probabilities,
+                                                        directory / "misclassified.png"),
+        "reliability.png": lambda: plot_reliability(probabilities, test_labels, directory / "reliability.png"),
+    }
 
 
 def save_model(model, path):
@@ -1397,7 +1399,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, with each usage error on one line of its own (the usage itself is in --help)."""
 
     def error(self, message):
-        """Print `PROG: error: MESSAGE` and exit with 2."""
+        """Print `PROG: error: MESSAGE (see --help)` and exit with 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -1584,7 +1586,8 @@ HISTORY_NAMES = {"loss": "training_label_smoothed_cross_entropy", "accuracy": "t
 
 
 def train_and_report(args):
-    """Load, prepare, build, compile, fit, calibrate, evaluate and report; write files when asked."""
+    """Load, prepare, build, compile, fit, calibrate, evaluate, write the files asked for and report; return the
+    exit status (1: a file could not be written)."""
     runtime = configure_runtime(args)
     started = time.perf_counter()
     data = load_data(args.data)
@@ -1617,8 +1620,9 @@ def train_and_report(args):
     report = [format_report(loss, accuracy, matrix),
               sklearn.metrics.classification_report(y_test, predictions, labels=range(NUM_CLASSES), digits=4,
                                                     zero_division=0)]
+    single_view_accuracy = accuracy_of(test_views[0], y_test)
     if args.shift_average:
-        report.append(f"Accuracy of single views: {accuracy_of(test_views[0], y_test):.4f} (the report averages "
+        report.append(f"Accuracy of single views: {single_view_accuracy:.4f} (the report averages "
                       "each test image with its four one-pixel shifts).")
     report.append(f"Expected calibration error ({CALIBRATION_BINS} bins): {ece:.4f} "
                   f"({calibration_summary(calibration['temperature'], len(validation[0]))}).")
@@ -1629,7 +1633,7 @@ def train_and_report(args):
     if args.output_dir:
         metrics = {
             "test_cross_entropy": loss, "test_accuracy": accuracy,
-            "test_accuracy_single_view": accuracy_of(test_views[0], y_test),
+            "test_accuracy_single_view": single_view_accuracy,
             "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
             "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
             "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
@@ -1643,7 +1647,7 @@ def train_and_report(args):
             "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
             "data": {"source": data.source, "sha256": data.sha256},
         }
-        writes.update(report_writers(args.output_dir, metrics, history, x_test, y_test, probabilities))
+        writes.update(report_writers(args.output_dir, metrics, matrix, history, x_test, y_test, probabilities))
     # The files are written before the report is printed, so that a reader who stops reading it
     # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
     written, failures = write_each(writes)
@@ -1655,16 +1659,7 @@ def train_and_report(args):
     if reports := [name for name in written if name in REPORT_FILES]:
         what = "metrics.json and four pictures" if len(reports) == len(REPORT_FILES) else ", ".join(reports)
         report.append(printable(f"Wrote {what} to {args.output_dir}."))
-    try:
-        print("\n".join(report), flush=True)
-    except BrokenPipeError:
-        if not failures:
-            raise
-        output_to_devnull()  # the reader is gone, but the error lines go to stderr all the same
-    for error in failures[:-1]:
-        print(error_line(error), file=sys.stderr)
-    if failures:
-        raise failures[-1]
+    return print_report(report, failures)
 
 
 def write_each(writes):
@@ -1677,12 +1672,30 @@ def write_each(writes):
         try:
             write()
             written.append(name)
-        except (OSError, DataError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
+        except (OSError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
             failures.append(error)
         except KeyboardInterrupt as error:
             failures.append(error)
             break
     return written, failures
+
+
+def print_report(report, failures):
+    """Print the report, then the error line of each file that could not be written; return the exit status.
+
+    A reader that has gone (`| head`) ends the run quietly, unless a file failed: its line still goes
+    to stderr. Ctrl-C during the writes is raised again once the report is out."""
+    try:
+        print("\n".join(report), flush=True)
+    except BrokenPipeError:
+        if not failures:
+            raise
+        output_to_devnull()
+    for error in failures:
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        print(error_line(error), file=sys.stderr)
+    return 1 if failures else 0
 
 
 def output_to_devnull():
@@ -1693,7 +1706,8 @@ def output_to_devnull():
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe)."""
+    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C, 141 closed pipe), or exit
+    with 2 on a usage error."""
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -1715,13 +1729,12 @@ def main(argv=None):
             if args.no_accel:
                 tf.config.set_visible_devices([], "GPU")
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
-        train_and_report(args)
-        return 0
+        return train_and_report(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
     except UsageError as error:
-        parser.error(str(error))  # exits with 2
+        parser.error(printable(str(error)))  # exits with 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         output_to_devnull()
         return 141  # the shell's status for a program stopped by SIGPIPE
@@ -1735,10 +1748,12 @@ def main(argv=None):
 def error_line(error):
     """The one line on standard error that says what went wrong."""
     if isinstance(error, (DataError, SetupError, TrainingError)):
-        return f"error: {printable(str(error))}"
-    if isinstance(error, OSError):
-        return printable(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "))
-    return f"error: {type(error).__name__}: {error}".splitlines()[0]  # out of memory, on the host or the GPU
+        text = str(error)
+    elif isinstance(error, OSError):
+        text = f"{error.strerror or error}: {error.filename}" if error.filename else str(error.strerror or error)
+    else:  # out of memory, on the host or the GPU: the first line of TensorFlow's long message
+        text = ": ".join([type(error).__name__, *str(error).splitlines()[:1]])
+    return f"error: {printable(text)}"
 
 
 if __name__ == "__main__":

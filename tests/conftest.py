@@ -1,7 +1,8 @@
 """Shared helpers: small datasets written into tmp_path, ways to run the CLI, and global state kept.
 
 Every test runs under `global_state_kept`, so a test that trains (and so sets the dtype policy, op
-determinism and the seeds) leaves them as it found them, whatever order the tests run in."""
+determinism, the seeds and the environment variables main() sets) leaves them as it found them,
+whatever order the tests run in; the processes the tests start see the environment they were run in."""
 
 import contextlib
 import gzip
@@ -16,9 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `pytest` run from any folder finds the script
 import analysis
 
+
+def restore_environment(saved):
+    """Set os.environ back to a saved copy, undoing the variables main() and import_libraries() set."""
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+user_environment = dict(os.environ)
 analysis.import_libraries()  # before anything else imports Keras: it fixes the backend
+restore_environment(user_environment)
 keras, tf = analysis.keras, analysis.tf
 from keras.src.backend.common import global_state  # Keras' own global seed
 from tensorflow.python.framework import config as tf_config  # op determinism's switch
@@ -55,7 +66,8 @@ def tensorflow_log_lines(stderr):
 
 @contextlib.contextmanager
 def state_kept():
-    """Restore the dtype policy, op determinism, and Python's, numpy's, TensorFlow's and Keras' seeds."""
+    """Restore the dtype policy, op determinism, Python's, numpy's, TensorFlow's and Keras' seeds, and the environment."""
+    environment = dict(os.environ)
     policy = keras.config.dtype_policy()
     determinism = tf_config.is_op_determinism_enabled()
     python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -70,6 +82,7 @@ def state_kept():
         np.random.set_state(numpy_state)
         tf.random.set_seed(tf_seed)
         global_state.set_global_attribute("global_random_seed", keras_seed)
+        restore_environment(environment)
 
 
 @pytest.fixture(autouse=True)

@@ -136,6 +136,17 @@ def test_failed_write_leaves_nothing_behind_and_names_the_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_two_writers_of_one_file_do_not_take_each_other_s_temporary(tmp_path):  # two runs, one --save-model
+    path = tmp_path / "mnist_cnn_bfloat16_lr0.005_epochs9_seed1.keras"
+
+    def write_while_another_writes(temporary):
+        temporary.write_text("1")
+        analysis.write_atomically(path.with_name(path.name.replace("seed1", "seed2")), lambda t: t.write_text("2"))
+
+    analysis.write_atomically(path, write_while_another_writes)
+    assert sorted(p.read_text() for p in tmp_path.iterdir()) == ["1", "2"]
+
+
 def test_a_name_as_long_as_a_folder_allows_is_written(tmp_path):
     path = tmp_path / ("a" * 250 + ".json")  # 255 bytes, the longest most file systems take
     analysis.write_json(path, {"x": 1})
