@@ -104,6 +104,9 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+IDX_OTHER_TYPES = {0x09: "signed bytes (type 0x09)", 0x0B: "16-bit integers (type 0x0B)",
+                   0x0C: "32-bit integers (type 0x0C)", 0x0D: "32-bit floats (type 0x0D)",
+                   0x0E: "64-bit floats (type 0x0E)"}
 BUNDLED_SIZES = (60000, 10000)  # training and test images in the pinned files
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
@@ -153,6 +156,8 @@ def read_idx(path):
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
+    if len(raw) >= 4 and raw[:2] == b"\x00\x00" and raw[2] in IDX_OTHER_TYPES and raw[3]:
+        raise DataError(f"{path}: IDX data of {IDX_OTHER_TYPES[raw[2]]}; only unsigned bytes (type 0x08) are read")
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
@@ -1051,7 +1056,7 @@ def too_large(pixels):
 
 def eight_bit_gray(image):
     """A 16-bit, 32-bit or floating-point gray picture in 8 bits, the tone it names as transparent made so."""
-    pixels = np.asarray(image, np.float64)
+    pixels = np.asarray(image, np.float32)  # not float64: a 16-bit picture may be 89 megapixels
     gray = to_8_bits(pixels, 65535 if image.mode.startswith("I;16") else None)
     if "transparency" not in image.info:
         return gray
@@ -1567,12 +1572,15 @@ CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validatio
 
 
 def calibrate(model, validation, shift_average):
-    """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found."""
+    """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found.
+
+    Without a holdout, say so and return the model uncalibrated."""
     images, labels = validation
     if not len(images):
         print("No validation holdout (--validation-split 0, or too few images to hold one out): "
               "the probabilities are not calibrated.")
         return float32_copy(model), dict.fromkeys(CALIBRATION_KEYS)
+    # The views' mean log-probabilities differ from logits by a constant per image, which softmax ignores.
     logits = predict_views(float32_copy(model), images, shift_average).mean(0)
     temperature = fit_temperature(logits, labels)
     before = cross_entropy(scipy.special.softmax(logits, axis=-1), labels)

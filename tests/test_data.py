@@ -61,8 +61,10 @@ def with_labels(labels):
 @pytest.mark.parametrize("breakage, message", [
     (lambda d: (d / "train-images-idx3-ubyte.gz").write_bytes(
         (d / "train-images-idx3-ubyte.gz").read_bytes()[:500]), "cannot read"),
-    (lambda d: break_file(d, "train-images-idx3-ubyte", lambda raw: b"\x00\x00\x09" + raw[3:]),
+    (lambda d: break_file(d, "train-images-idx3-ubyte", lambda raw: b"\x01\x00\x08" + raw[3:]),
      "magic number"),
+    (lambda d: break_file(d, "train-labels-idx1-ubyte", lambda raw: b"\x00\x00\x0c" + raw[3:]),
+     "IDX data of 32-bit integers \\(type 0x0C\\); only unsigned bytes \\(type 0x08\\) are read"),
     (lambda d: break_file(d, "t10k-images-idx3-ubyte", lambda raw: raw[:-28]), "header says"),
     (lambda d: break_file(d, "train-labels-idx1-ubyte", with_labels(np.zeros(59, np.uint8))),
      "60 training images but 59 labels"),
