@@ -13,6 +13,7 @@ averaged with its one-pixel shifts) and report.
 
 import argparse
 import contextlib
+import errno
 import functools
 import gzip
 import hashlib
@@ -776,7 +777,10 @@ def write_atomically(path, write):
     """Call write(temporary_path), then rename into place, so a file appears whole or not at all.
 
     Missing parent folders are created first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     # Unique, so that runs writing beside each other cannot take each other's; cut short, so that
     # it is not too long where the real name is not.
     temporary = path.with_name(f".{path.stem[:32]}.{os.urandom(4).hex()}.partial{path.suffix}")
@@ -887,14 +891,14 @@ REPORT_FILES = ("metrics.json", "confusion_matrix.png", "learning_curves.png", "
 
 def report_writers(directory, metrics, matrix, history, test_images, test_labels, probabilities):
     """The writers of metrics.json and the four pictures into the output directory, by file name."""
-    return {
-        "metrics.json": lambda: write_json(directory / "metrics.json", metrics),
-        "confusion_matrix.png": lambda: plot_confusion_matrix(matrix, directory / "confusion_matrix.png"),
-        "learning_curves.png": lambda: plot_learning_curves(history, directory / "learning_curves.png"),
-        "misclassified.png": lambda: plot_misclassified(test_images, test_labels, probabilities,
-                                                        directory / "misclassified.png"),
-        "reliability.png": lambda: plot_reliability(probabilities, test_labels, directory / "reliability.png"),
+    writers = {
+        "metrics.json": lambda path: write_json(path, metrics),
+        "confusion_matrix.png": lambda path: plot_confusion_matrix(matrix, path),
+        "learning_curves.png": lambda path: plot_learning_curves(history, path),
+        "misclassified.png": lambda path: plot_misclassified(test_images, test_labels, probabilities, path),
+        "reliability.png": lambda path: plot_reliability(probabilities, test_labels, path),
     }
+    return {name: functools.partial(write, directory / name) for name, write in writers.items()}
 
 
 def save_model(model, path):
@@ -1067,10 +1071,11 @@ def eight_bit_gray(image):
 def flattened(rgba):
     """A picture with transparency laid on white, or on black where what is drawn is light (a white pen).
 
-    What is drawn is told by its tone weighed by its opacity, so that a faint white brush counts."""
+    What is drawn is its most opaque part (over half the highest opacity): a faint white brush on
+    nothing counts, a faint layer of paper under a black pen does not."""
     pixels = np.asarray(rgba, np.float32)
-    opacity = pixels[..., 3]
-    light = opacity.sum() > 0 and np.average(pixels[..., :3].mean(-1), weights=opacity) > 127
+    drawn = pixels[..., 3] > pixels[..., 3].max() / 2
+    light = drawn.any() and pixels[..., :3][drawn].mean() > 127
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
@@ -1691,19 +1696,51 @@ def write_each(writes):
 def print_report(report, failures):
     """Print the report, then the error line of each file that could not be written; return the exit status.
 
-    A reader that has gone (`| head`) ends the run quietly, unless a file failed: its line still goes
-    to stderr. Ctrl-C during the writes is raised again once the report is out."""
-    try:
-        print("\n".join(report), flush=True)
-    except BrokenPipeError:
-        if not failures:
-            raise
-        output_to_devnull()
-    for error in failures:
-        if isinstance(error, KeyboardInterrupt):
-            raise error
-        print(error_line(error), file=sys.stderr)
+    A folder that could not be made fails each file in it alike: its line is printed once. Ctrl-C
+    during the writes is raised again once the report is out."""
+    print("\n".join(report), flush=True)
+    for line in dict.fromkeys(error_line(error) for error in failures if not isinstance(error, KeyboardInterrupt)):
+        print(line, file=sys.stderr)
+    if failures and isinstance(failures[-1], KeyboardInterrupt):
+        raise failures[-1]
     return 1 if failures else 0
+
+
+class OutputOutlivingItsReader:
+    """Standard output that, once its reader has gone (`| head`), sends the rest to os.devnull instead of failing."""
+
+    def __init__(self, stream):
+        self.stream, self.reader_gone = stream, False
+
+    def write(self, text):
+        """Write the text, or drop it once the reader has gone."""
+        return self.forgiving(self.stream.write, text) or len(text)
+
+    def flush(self):
+        """Flush, or drop what is left once the reader has gone."""
+        self.forgiving(self.stream.flush)
+
+    def forgiving(self, call, *args):
+        """call(*args), or, if the reader has gone, standard output sent to os.devnull from now on."""
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self.reader_gone = True
+            output_to_devnull()
+            return None
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def train_keeping_the_files(args):
+    """train_and_report, going on to write the files asked for even when the reader of its output has gone."""
+    output = sys.stdout = OutputOutlivingItsReader(sys.stdout)
+    try:
+        status = train_and_report(args)
+    finally:
+        sys.stdout = output.stream
+    return 141 if output.reader_gone and status == 0 else status
 
 
 def output_to_devnull():
@@ -1737,6 +1774,8 @@ def main(argv=None):
             if args.no_accel:
                 tf.config.set_visible_devices([], "GPU")
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
+        if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
+            return train_keeping_the_files(args)
         return train_and_report(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -333,6 +333,33 @@ def test_a_reader_that_stops_at_the_report_costs_no_finished_file(tmp_path):  # 
     assert "val_accuracy" in stdout.getvalue() and "Loss:" not in stdout.getvalue()
 
 
+def test_a_reader_that_stops_during_training_costs_no_file_asked_for(tmp_path):  # `... | head`, ten lines
+    stdout = ReaderGoneAt("val_accuracy")  # the one epoch's line: the reader is gone before training ends
+    try:
+        status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", tmp_path / "out"],
+                                     stdout)
+    finally:
+        os.close(stdout.devnull)
+    assert status == 141 and stderr == "" and sys.stdout is not stdout
+    assert (tmp_path / "m.keras").is_file() and all((tmp_path / "out" / name).is_file() for name in analysis.REPORT_FILES)
+
+
+def test_a_folder_that_became_a_file_is_named_once(tmp_path):
+    out = tmp_path / "out"
+    real_plot = analysis.plot_confusion_matrix
+
+    def file_in_the_way(matrix, path):  # as if made while the network trained
+        out.rename(tmp_path / "moved")
+        out.write_text("")
+        real_plot(matrix, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(analysis, "plot_confusion_matrix", file_in_the_way)
+        status, stdout, stderr = run_main([*SMOKE, "--output-dir", out])
+    assert status == 1 and script_lines(stderr) == [f"error: Not a directory: {out}"]
+    assert f"Wrote metrics.json to {out}." in stdout.splitlines()
+
+
 def test_a_file_that_cannot_be_written_is_reported_though_the_reader_has_gone(tmp_path, monkeypatch):
     def disk_full(model, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -166,6 +166,15 @@ def test_a_faint_white_brush_on_transparency_is_laid_on_black(tmp_path):
     assert gray[0, 0] == 0 and gray[20, 20] == pytest.approx(100 / 255, abs=0.01)
 
 
+def test_a_black_pen_on_a_faint_layer_of_paper_is_laid_on_white(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :] = [255, 255, 255, 30]  # white paper, nearly transparent, over more of the picture than the pen
+    rgba[10:30, 18:22] = [0, 0, 0, 255]
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    gray = analysis.load_drawing(tmp_path / "a.png")
+    assert gray[0, 0] == 1 and gray[20, 20] == 0
+
+
 def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped(tmp_path):
     pixels = np.full((40, 40), 60000, np.uint16)  # paper in the tone the file names transparent
     pixels[10:30, 18:22] = 20000  # a dark stroke
