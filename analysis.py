@@ -1707,7 +1707,7 @@ def print_report(report, failures):
 
 
 class OutputOutlivingItsReader:
-    """Standard output that, once its reader has gone (`| head`), sends the rest to os.devnull instead of failing."""
+    """A standard stream that, once its reader has gone (`| head`), sends the rest to os.devnull instead of failing."""
 
     def __init__(self, stream):
         self.stream, self.reader_gone = stream, False
@@ -1726,7 +1726,7 @@ class OutputOutlivingItsReader:
             return call(*args)
         except BrokenPipeError:
             self.reader_gone = True
-            output_to_devnull()
+            output_to_devnull(self.stream)
             return None
 
     def __getattr__(self, name):
@@ -1734,19 +1734,21 @@ class OutputOutlivingItsReader:
 
 
 def train_keeping_the_files(args):
-    """train_and_report, going on to write the files asked for even when the reader of its output has gone."""
-    output = sys.stdout = OutputOutlivingItsReader(sys.stdout)
+    """train_and_report, going on to write the files asked for even when the reader of its output (standard
+    output, or both streams: `2>&1 | head`) has gone."""
+    streams = sys.stdout, sys.stderr = OutputOutlivingItsReader(sys.stdout), OutputOutlivingItsReader(sys.stderr)
     try:
         status = train_and_report(args)
     finally:
-        sys.stdout = output.stream
-    return 141 if output.reader_gone and status == 0 else status
+        sys.stdout, sys.stderr = (stream.stream for stream in streams)
+    return 141 if any(stream.reader_gone for stream in streams) and status == 0 else status
 
 
-def output_to_devnull():
-    """Send the rest of standard output to os.devnull, once its reader has gone: exit's flush cannot fail then."""
+def output_to_devnull(stream=None):
+    """Send the rest of standard output (or `stream`) to os.devnull, once its reader has gone: exit's flush
+    cannot fail then."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, (stream or sys.stdout).fileno())
     os.close(devnull)
 
 

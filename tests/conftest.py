@@ -135,9 +135,9 @@ def run_cli(*args, cwd=ROOT, env=None, flags=()):
                           env={key: value for key, value in environment.items() if value is not None})
 
 
-def run_main(argv, stdout=None):
-    """Run main(ARGV) in this process; return (exit status, stdout, stderr). `stdout`: a StringIO of one's own."""
-    stdout, stderr = stdout or io.StringIO(), io.StringIO()
+def run_main(argv, stdout=None, stderr=None):
+    """Run main(ARGV) in this process; return (exit status, stdout, stderr). `stdout`, `stderr`: StringIOs of one's own."""
+    stdout, stderr = stdout or io.StringIO(), stderr or io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             status = analysis.main([str(arg) for arg in argv])

@@ -344,6 +344,17 @@ def test_a_reader_that_stops_during_training_costs_no_file_asked_for(tmp_path): 
     assert (tmp_path / "m.keras").is_file() and all((tmp_path / "out" / name).is_file() for name in analysis.REPORT_FILES)
 
 
+def test_a_reader_of_both_streams_that_stops_costs_no_file_asked_for(tmp_path):  # `... 2>&1 | head -1`
+    stdout, stderr = ReaderGoneAt("Device:"), ReaderGoneAt("warning:")  # the warning comes after the reader went
+    try:
+        status, _, _ = run_main(["--epochs", "1", "--train-samples", "12", "--test-samples", "100", "--precision",
+                                 "float32", "--save-model", tmp_path / "m.keras"], stdout, stderr)
+    finally:
+        os.close(stdout.devnull)
+        os.close(stderr.devnull)
+    assert status == 141 and (tmp_path / "m.keras").is_file()
+
+
 def test_a_folder_that_became_a_file_is_named_once(tmp_path):
     out = tmp_path / "out"
     real_plot = analysis.plot_confusion_matrix
