@@ -1721,7 +1721,7 @@ class OutputOutlivingItsReader:
         self.forgiving(self.stream.flush)
 
     def forgiving(self, call, *args):
-        """call(*args), or, if the reader has gone, standard output sent to os.devnull from now on."""
+        """call(*args), or, if the reader has gone, the stream sent to os.devnull from now on."""
         try:
             return call(*args)
         except BrokenPipeError:
