@@ -1661,8 +1661,8 @@ def train_and_report(args):
             "data": {"source": data.source, "sha256": data.sha256},
         }
         writes.update(report_writers(args.output_dir, metrics, matrix, history, x_test, y_test, probabilities))
-    # The files are written before the report is printed, so that a reader who stops reading it
-    # (`| head`) cannot cost them; the report is printed even if a file cannot be written.
+    # The files are written before the report is printed, so that it can say which were; it is
+    # printed even if one could not be.
     written, failures = write_each(writes)
     if "model" in written:
         hint = str(args.save_model)
@@ -1744,11 +1744,10 @@ def train_keeping_the_files(args):
     return 141 if any(stream.reader_gone for stream in streams) and status == 0 else status
 
 
-def output_to_devnull(stream=None):
-    """Send the rest of standard output (or `stream`) to os.devnull, once its reader has gone: exit's flush
-    cannot fail then."""
+def output_to_devnull(stream):
+    """Send the rest of a standard stream to os.devnull, once its reader has gone: exit's flush cannot fail then."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, (stream or sys.stdout).fileno())
+    os.dup2(devnull, stream.fileno())
     os.close(devnull)
 
 
@@ -1785,7 +1784,7 @@ def main(argv=None):
     except UsageError as error:
         parser.error(printable(str(error)))  # exits with 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
-        output_to_devnull()
+        output_to_devnull(sys.stdout)
         return 141  # the shell's status for a program stopped by SIGPIPE
     except (DataError, SetupError, TrainingError, OSError, MemoryError) as error:
         print(error_line(error), file=sys.stderr)
