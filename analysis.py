@@ -1555,10 +1555,10 @@ def split_data(data, args, rng):
     if problem:
         raise UsageError(problem)
     train = subsample(data.x_train, data.y_train, args.train_samples, rng)
-    test = subsample(data.x_test, data.y_test, args.test_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)
     if len(fit_set[0]) == 0:
         raise UsageError("--validation-split leaves no training images")
+    test = subsample(data.x_test, data.y_test, args.test_samples, rng)  # drawn last: it changes no training image
     return fit_set, validation, test
 
 

@@ -165,6 +165,16 @@ def test_subsample_is_seeded_and_without_replacement():
     np.testing.assert_array_equal(first[0][:, 0], first[1])
 
 
+def test_test_subset_changes_no_training_or_validation_image():
+    data = analysis.Dataset(**synthetic_arrays(n_train=200, n_test=50), source="synthetic", sha256=None)
+    splits = [analysis.split_data(data, analysis.parse_args(["--train-samples", "150", *flags])[0],
+                                  np.random.default_rng(1)) for flags in ([], ["--test-samples", "20"])]
+    for part in (0, 1):  # the training and validation images and labels
+        for array in (0, 1):
+            np.testing.assert_array_equal(splits[0][part][array], splits[1][part][array])
+    assert len(splits[1][2][1]) == 20
+
+
 def test_holdout_is_disjoint_and_covers_the_training_set():
     images, labels = np.arange(100)[:, None], np.arange(100)
     (fit_x, fit_y), (_, val_y) = analysis.split_holdout(images, labels, 0.1, np.random.default_rng(0))
