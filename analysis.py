@@ -1457,8 +1457,8 @@ def parse_args(argv):
     add = parser.add_argument
     positive_int = checked(int, lambda value: value > 0, "a positive number")
     epochs = checked(int, lambda value: 0 < value <= 10**6, "a positive number, at most 1000000")
-    learning_rate = checked(float, lambda value: 0 < value <= float(np.finfo(np.float32).max),
-                            "a positive number that float32 can hold")
+    learning_rate = checked(float, lambda value: 0 < value <= float(np.finfo(np.float32).max) and np.float32(value) > 0,
+                            "a positive number that float32 can hold")  # 1e-46 would round to 0
     seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
     fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
     add("--epochs", type=epochs, default=9, metavar="N",
@@ -1489,7 +1489,7 @@ def parse_args(argv):
     add("--output-dir", type=path, metavar="DIR",
         help="write metrics.json and four PNG reports here, creating it if need be (default: no files)")
     add("--save-model", type=model_file, metavar="PATH", help="save the trained model to this .keras file")
-    add("--predict", type=path, nargs="+", metavar="IMAGE",
+    add("--predict", type=path, nargs="+", action="extend", metavar="IMAGE",
         help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder and its subfolders) with "
              "--model, instead of training")
     add("--model", type=model_file, metavar="PATH", help="a .keras model saved by --save-model, for --predict")

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +141,7 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
     (["--epoch", "3"], "unrecognized arguments"),
+    (["--lr", "1e-46"], "--lr: must be a positive number that float32 can hold, not 1e-46"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, message):
     with warnings.catch_warnings():
@@ -148,6 +150,11 @@ def test_bad_flags_exit_2_with_one_line(flags, message):
     assert status == 2
     assert len(stderr.splitlines()) == 1 and stderr.startswith("analysis.py: error: ") and message in stderr
     assert "Epoch" not in stdout
+
+
+def test_predict_given_twice_classifies_the_pictures_of_both():
+    args, _ = analysis.parse_args(["--predict", "a.png", "b.png", "--model", "m.keras", "--predict", "c.png"])
+    assert args.predict == [Path("a.png"), Path("b.png"), Path("c.png")]
 
 
 @pytest.mark.parametrize("target, message", [
