@@ -76,6 +76,9 @@ def import_libraries():
     # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
     # set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
     os.environ["KERAS_BACKEND"] = "tensorflow"
+    if cpu_lacks_avx():  # TensorFlow would abort as it loads, its one line of why silenced with the rest
+        raise SetupError("this CPU lacks AVX instructions, which TensorFlow's packages need: train on another "
+                         "machine (Google Colab works), or install a TensorFlow built without AVX")
     try:
         with tensorflow_log_silenced():
             import keras
@@ -88,6 +91,11 @@ def import_libraries():
         import sklearn.metrics
     except ImportError as error:
         raise SetupError(f"{error}: install the requirements with `pip install -r requirements.txt`") from None
+    except (AttributeError, OSError, RuntimeError, TypeError, ValueError) as error:
+        # such as protobuf's TypeError where its version does not fit TensorFlow's
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SetupError(f"importing the libraries failed ({first_line}): reinstall them with "
+                         "`pip install -r requirements.txt` in a fresh virtual environment") from None
 
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist"
@@ -337,6 +345,12 @@ def cpu_name():
     except (OSError, subprocess.SubprocessError):
         pass
     return name or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_lacks_avx():
+    """Whether Linux reports an x86 CPU without AVX (such as many Celeron and Pentium laptops' before 2020)."""
+    flags = next((line.partition(":")[2].split() for line in cpu_info().splitlines() if line.startswith("flags")), None)
+    return platform.machine().lower() in ("x86_64", "amd64") and flags is not None and "avx" not in flags
 
 
 def cpu_has_bfloat16():
@@ -1788,7 +1802,9 @@ def main(argv=None):
         return 141  # the shell's status for a program stopped by SIGPIPE
     except (DataError, SetupError, TrainingError, OSError, MemoryError) as error:
         print(error_line(error), file=sys.stderr)
-    except tf.errors.OpError as error:  # a clause of its own: tf is imported only once the flags are checked
+    except Exception as error:  # TensorFlow's errors; tf is None until the flags are checked and it is imported
+        if not (tf and isinstance(error, tf.errors.OpError)):
+            raise
         print(error_line(error), file=sys.stderr)
     return 1
 

@@ -104,6 +104,36 @@ def test_a_file_that_is_no_model_fails_cleanly_after_the_heavy_imports(tmp_path)
     assert {"tensorflow", "keras", "sklearn"} <= heavy_imports(result)
 
 
+def test_a_library_that_fails_to_import_otherwise_than_missing_gives_one_line(tmp_path):
+    (tmp_path / "keras").mkdir()  # as protobuf does where its version does not fit TensorFlow's
+    (tmp_path / "keras" / "__init__.py").write_text('raise TypeError("Descriptors cannot be created directly.")')
+    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = script_lines(result.stderr)
+    assert line.startswith("error: importing the libraries failed (Descriptors cannot be created directly.): ")
+
+
+def test_a_cpu_without_avx_is_refused_before_tensorflow_loads(monkeypatch):  # where it would abort, silenced
+    monkeypatch.setattr(analysis, "cpu_info", lambda: "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_2\n")
+    monkeypatch.setattr(analysis.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(analysis, "tf", None)  # as before the import
+    status, stdout, stderr = run_main(SMOKE)
+    assert status == 1 and stdout == ""
+    assert stderr.startswith("error: this CPU lacks AVX instructions") and len(stderr.splitlines()) == 1
+    monkeypatch.setattr(analysis, "cpu_info", lambda: "flags\t\t: fpu sse2 avx avx2\n")
+    assert not analysis.cpu_lacks_avx()
+
+
+def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeypatch):
+    def fail():
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(analysis, "tf", None)
+    monkeypatch.setattr(analysis, "import_libraries", fail)
+    with pytest.raises(RuntimeError, match="unforeseen"):
+        run_main(SMOKE)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--epochs", "0"], "--epochs: must be a positive number"),
     (["--epochs", "-3"], "--epochs: must be a positive number"),
