@@ -478,6 +478,8 @@ def configure_runtime(args):
             print("warning: TensorFlow finds no usable GPU (run with TF_CPP_MIN_LOG_LEVEL=0 to see why; "
                   "README, GPU troubleshooting): training on the CPU", file=sys.stderr, flush=True)
     precision = pick_precision(args.precision, capability)
+    keras.config.set_image_data_format("channels_last")  # whatever the user's ~/.keras/keras.json says
+    keras.config.set_floatx("float32")
     keras.mixed_precision.set_global_policy(precision)
     return Runtime(describe_device(gpu_details), precision, xla, gpu=bool(gpus))
 

@@ -66,9 +66,10 @@ def tensorflow_log_lines(stderr):
 
 @contextlib.contextmanager
 def state_kept():
-    """Restore the dtype policy, op determinism, Python's, numpy's, TensorFlow's and Keras' seeds, and the environment."""
+    """Restore the dtype policy, image data format, floatx, op determinism, every generator's seed and the environment."""
     environment = dict(os.environ)
     policy = keras.config.dtype_policy()
+    data_format, floatx = keras.config.image_data_format(), keras.config.floatx()
     determinism = tf_config.is_op_determinism_enabled()
     python_state, numpy_state = random.getstate(), np.random.get_state()
     tf_seed = tf.compat.v1.get_seed(None)[0]
@@ -77,6 +78,8 @@ def state_kept():
         yield
     finally:
         keras.config.set_dtype_policy(policy)
+        keras.config.set_image_data_format(data_format)
+        keras.config.set_floatx(floatx)
         (tf_config.enable_op_determinism if determinism else tf_config.disable_op_determinism)()
         random.setstate(python_state)
         np.random.set_state(numpy_state)

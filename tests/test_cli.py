@@ -32,11 +32,13 @@ import analysis
 
 
 @pytest.fixture(scope="module")
-def smoke_runs():
-    """The CI smoke run twice with one seed: as a user runs it, and with TensorFlow's log on full and
-    Keras set to a backend that is not installed."""
+def smoke_runs(tmp_path_factory):
+    """The CI smoke run twice with one seed: as a user runs it, and with TensorFlow's log on full, Keras set to a
+    backend that is not installed and a keras.json of channels-first images in float16."""
+    keras_home = tmp_path_factory.mktemp("keras_home")
+    (keras_home / "keras.json").write_text(json.dumps({"image_data_format": "channels_first", "floatx": "float16"}))
     return (run_cli(*SMOKE, env={"TF_CPP_MIN_LOG_LEVEL": None, "KERAS_BACKEND": None}),
-            run_cli(*SMOKE, env={"TF_CPP_MIN_LOG_LEVEL": "0", "KERAS_BACKEND": "jax"}))
+            run_cli(*SMOKE, env={"TF_CPP_MIN_LOG_LEVEL": "0", "KERAS_BACKEND": "jax", "KERAS_HOME": str(keras_home)}))
 
 
 def test_smoke_run_reports_loss_accuracy_and_a_matrix_of_the_test_subset(smoke_runs):
@@ -63,7 +65,7 @@ def test_tensorflow_log_is_silent_unless_asked_for(smoke_runs):
         assert tensorflow_log_lines(loud.stderr)
 
 
-def test_same_seed_prints_the_same_report_whatever_backend_keras_is_set_to(smoke_runs):
+def test_same_seed_prints_the_same_report_whatever_backend_and_settings_keras_is_given(smoke_runs):
     first, second = smoke_runs
     assert second.returncode == 0, second.stderr
     assert parse_report(first.stdout)[:2] == parse_report(second.stdout)[:2]
