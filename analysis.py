@@ -775,6 +775,14 @@ def format_report(loss, accuracy, matrix):
     return f"Loss:  {loss:.4f}\nAccuracy:  {accuracy:.4f}\n{matrix}"
 
 
+def per_digit_report(labels, predictions):
+    """scikit-learn's table of precision, recall and F1 for each class that is labelled or predicted, and their means.
+
+    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0."""
+    return sklearn.metrics.classification_report(labels, predictions, labels=np.union1d(labels, predictions),
+                                                 digits=4, zero_division=0)
+
+
 def per_class_metrics(labels, predictions):
     """Precision, recall, F1 and support for each class, from scikit-learn."""
     report = sklearn.metrics.classification_report(labels, predictions, labels=range(NUM_CLASSES),
@@ -1646,9 +1654,7 @@ def train_and_report(args):
     ece = expected_calibration_error(probabilities, y_test)
     predictions = probabilities.argmax(1)
     matrix = sklearn.metrics.confusion_matrix(y_test, predictions, labels=range(NUM_CLASSES))
-    report = [format_report(loss, accuracy, matrix),
-              sklearn.metrics.classification_report(y_test, predictions, labels=range(NUM_CLASSES), digits=4,
-                                                    zero_division=0)]
+    report = [format_report(loss, accuracy, matrix), per_digit_report(y_test, predictions)]
     single_view_accuracy = accuracy_of(test_views[0], y_test)
     if args.shift_average:
         report.append(f"Accuracy of single views: {single_view_accuracy:.4f} (the report averages "

@@ -278,6 +278,17 @@ def test_report_has_the_original_shape():
     assert text.splitlines() == ["Loss:  0.0139", "Accuracy:  0.9959", "[[3 0]", " [0 4]]"]
 
 
+def test_the_per_digit_report_averages_over_the_classes_a_set_has():
+    labels, predictions = np.array([0, 1, 2, 3, 4] * 4), np.array([0, 1, 2, 3, 4] * 3 + [0, 1, 2, 3, 3])
+    report = analysis.per_digit_report(labels, predictions)
+    rows = {line.split()[0]: line.split() for line in report.splitlines() if line.strip()}
+    assert sorted(name for name in rows if name.isdigit()) == ["0", "1", "2", "3", "4"]
+    recall = np.mean([1, 1, 1, 1, 0.75])
+    assert float(rows["macro"][3]) == pytest.approx(recall, abs=5e-5)  # 'macro avg P R F1 support'
+    report = analysis.per_digit_report(np.array([0, 0, 1]), np.array([0, 7, 1]))  # a digit only predicted: a row
+    assert "7" in {line.split()[0] for line in report.splitlines() if line.strip()}
+
+
 def test_per_class_metrics_cover_every_digit():
     labels = np.array([0, 1, 1, 2])
     metrics = analysis.per_class_metrics(labels, np.array([0, 1, 2, 2]))
