@@ -69,7 +69,7 @@ def test_pictures_are_valid_pngs_of_sensible_size(trained, name):
         image.verify()
     with Image.open(trained[0] / "reports" / "new" / name) as image:
         assert image.format == "PNG"
-        assert 300 <= min(image.size) and max(image.size) <= 2000
+        assert 200 <= min(image.size) and max(image.size) <= 2000  # one row of misclassified digits: 259 high
         assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something is drawn
 
 
