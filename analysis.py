@@ -1296,6 +1296,47 @@ def read_digit(gray, light):
     return strokes, strength, contrast, ink
 
 
+def digit_reading(gray):
+    """The digit's strokes, their strength and the ink map, read as dark ink or light, whichever stands out
+    more from the paper around it; or the dark-ink reading's DataError, the usual one's."""
+    readings, refusals = [], []
+    for light in (False, True):
+        try:
+            readings.append(read_digit(gray, light))
+        except DataError as refusal:
+            refusals.append(refusal)
+    if not readings:
+        raise refusals[0]
+    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])
+    return strokes, strength, ink
+
+
+def tight_crop_reading(gray):
+    """digit_reading() of a picture cropped tight to its digit, inside a margin of its paper's tone; None if
+    the picture is not one, or no digit is found in it.
+
+    Cropped to its ink, a digit loses the paper around it that tells a pen stroke from a sheet's
+    edge, and paper from ink where ink fills much of the picture. Most of such a picture's border is
+    still paper, but each side is touched by ink (not so a frame of table around a sheet, nor a
+    sheet's edge), and the digit found in the margined picture reaches every side of the picture (not
+    so a table's corners)."""
+    sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
+    paper = float(np.median(np.concatenate(sides)))
+    inked = [np.abs(side - paper) > 0.25 for side in sides]
+    if not all(side.any() for side in inked) or np.concatenate(inked).mean() > 0.5:
+        return None
+    margin = max(2, round(0.15 * max(gray.shape)))
+    try:
+        strokes, strength, ink = digit_reading(np.pad(gray, margin, constant_values=paper))
+    except DataError:
+        return None
+    rows, cols = np.flatnonzero(strokes.any(1)) - margin, np.flatnonzero(strokes.any(0)) - margin
+    reach = max(2, round(0.03 * max(gray.shape)))  # the strokes' soft edges may stop short of the picture's
+    if max(rows[0], cols[0], gray.shape[0] - 1 - rows[-1], gray.shape[1] - 1 - cols[-1]) > reach:
+        return None
+    return strokes, strength, ink
+
+
 def cropped(image, level=0.1):
     """The image cut down to the box of its pixels above `level`."""
     rows, cols = np.flatnonzero(image.max(1) > level), np.flatnonzero(image.max(0) > level)
@@ -1324,15 +1365,13 @@ def preprocess_drawing(gray):
     around them. Along the way the strokes are brought to
     MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
     final scale."""
-    readings, refusals = [], []
-    for light in (False, True):
-        try:
-            readings.append(read_digit(gray, light))
-        except DataError as refusal:
-            refusals.append(refusal)
-    if not readings:
-        raise refusals[0]  # why the dark-ink reading, the usual one, found no digit
-    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
+    try:
+        strokes, strength, ink = digit_reading(gray)
+    except DataError:
+        reading = tight_crop_reading(gray)
+        if reading is None:
+            raise
+        strokes, strength, ink = reading
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)

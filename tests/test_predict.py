@@ -133,6 +133,12 @@ def on_a_table_at_a_slant(gray, degrees=5):
     return np.where(outside, 0.3, gray).astype(np.float32)
 
 
+def with_table_corners(gray):
+    """The table showing in two opposite corners, which together touch every side as a tight crop's digit does."""
+    rows, cols = np.mgrid[:gray.shape[0], :gray.shape[1]] / np.array(gray.shape)[:, None, None]
+    return np.where((rows + cols < 0.3) | (rows + cols > 1.7), 0.15, gray).astype(np.float32)
+
+
 @pytest.mark.parametrize("picture, reason", [
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
@@ -143,6 +149,7 @@ def on_a_table_at_a_slant(gray, degrees=5):
     (lambda: with_table_edge(noisy_page(noise=0.01)), "like a sheet's edge"),
     (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
+    (lambda: with_table_corners(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
     with pytest.raises(analysis.DataError, match=f"^no digit found \\(.*{re.escape(reason)}"):
@@ -282,6 +289,19 @@ def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert analysis.load_drawing(tmp_path / "icon.ico").shape == (64, 64)
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_a_digit_cropped_to_its_ink_reads_as_it_does_with_paper_around_it(light):
+    picture = Image.new("L", (200, 280), 230)  # a 0, which runs along every side once cropped
+    ImageDraw.Draw(picture).ellipse((40, 40, 160, 240), outline=25, width=12)
+    gray = np.asarray(picture, np.float32) / 255
+    gray = 1 - gray if light else gray
+    pen = np.abs(gray - gray[0, 0]) > 0.4
+    rows, cols = np.flatnonzero(pen.any(1)), np.flatnonzero(pen.any(0))
+    tight = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    assert tight.shape == (201, 121)
+    assert np.abs(analysis.preprocess_drawing(tight) - analysis.preprocess_drawing(gray)).mean() < 0.03
 
 
 def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
