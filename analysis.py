@@ -1278,9 +1278,12 @@ def read_digit(gray, light):
         ink = ink_map(gray, smooth_gray, window, light)
         strokes, core, strength, noise = locate_digit(ink)
     extent = extent_of(strokes)
-    if extent < max(6, 0.03 * min(ink.shape)):
+    if extent < 0.03 * min(ink.shape):
         raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
                         "picture across)")
+    if extent < 6:
+        raise DataError(f"no digit found (the ink is {extent} pixels across, too few to read: at least 6 are "
+                        f"needed, in a picture of {ink.shape[1]}x{ink.shape[0]})")
     if extent_of(core) < 2.5 * stroke_width(core):
         raise DataError("no digit found (the ink is a blob, not pen strokes)")
     if strength < 8 * noise:

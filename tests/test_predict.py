@@ -150,6 +150,7 @@ def with_table_corners(gray):
     (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
     (lambda: with_table_corners(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
+    (lambda: stroke_image(size=(8, 8), box=(2, 4, 5, 5)), "5 pixels across, too few to read: at least 6 are needed, in a picture of 8x8"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
     with pytest.raises(analysis.DataError, match=f"^no digit found \\(.*{re.escape(reason)}"):
