@@ -134,7 +134,7 @@ class UsageError(Exception):
 
 
 class SetupError(Exception):
-    """A library missing or too old to run the script."""
+    """A library missing or broken, or a CPU that TensorFlow cannot run on."""
 
 
 class TrainingError(Exception):
