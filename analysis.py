@@ -78,7 +78,7 @@ def import_libraries():
     os.environ["KERAS_BACKEND"] = "tensorflow"
     if cpu_lacks_avx():  # TensorFlow would abort as it loads, its one line of why silenced with the rest
         raise SetupError("this CPU lacks AVX instructions, which TensorFlow's packages need: train on another "
-                         "machine (Google Colab works), or install a TensorFlow built without AVX")
+                         "machine (Google Colab works)")
     try:
         with tensorflow_log_silenced():
             import keras
@@ -348,7 +348,7 @@ def cpu_name():
 
 
 def cpu_lacks_avx():
-    """Whether Linux reports an x86 CPU without AVX (such as many Celeron and Pentium laptops' before 2020)."""
+    """Whether Linux reports an x86 CPU without AVX, as in many Celeron and Pentium laptops before 2020."""
     flags = next((line.partition(":")[2].split() for line in cpu_info().splitlines() if line.startswith("flags")), None)
     return platform.machine().lower() in ("x86_64", "amd64") and flags is not None and "avx" not in flags
 
@@ -779,8 +779,8 @@ def per_digit_report(labels, predictions):
     """scikit-learn's table of precision, recall and F1 for each class that is labelled or predicted, and their means.
 
     A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0."""
-    return sklearn.metrics.classification_report(labels, predictions, labels=np.union1d(labels, predictions),
-                                                 digits=4, zero_division=0)
+    present = np.union1d(labels, predictions).astype(int)  # uint64 with int64 would make floats, rows '0.0'
+    return sklearn.metrics.classification_report(labels, predictions, labels=present, digits=4, zero_division=0)
 
 
 def per_class_metrics(labels, predictions):
@@ -1188,16 +1188,23 @@ def without_ruled_lines(ink):
     thick) running across nine tenths of it, horizontally or vertically. The bars of a tightly
     cropped digit are thicker, and a single line may be a tightly cropped 1: those stay."""
     for axis in (0, 1):
-        size = [1, 1]
-        size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
-        lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
-        if lines.max() <= 0:
-            continue
-        crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
-        starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
-        if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]):
+        lines, count = lines_across(ink, axis)
+        if count >= 2:
             ink = ink - lines
     return ink
+
+
+def lines_across(ink, axis):
+    """The ink map's lines running across nine tenths of it, along rows (axis 0) or columns (axis 1), and how
+    many there are if each is thin (under 2 % of the picture thick), else 0."""
+    size = [1, 1]
+    size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
+    lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
+    if lines.max() <= 0:
+        return lines, 0
+    crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
+    starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
+    return lines, len(starts) if np.all(stops - starts <= 0.02 * ink.shape[axis]) else 0
 
 
 def noise_level(smooth):
@@ -1228,10 +1235,21 @@ def edge_pieces(pieces, count, smooth, widths):
     ink = np.bincount(pieces.ravel(), smooth.ravel(), count + 1)
     edge = (ink_near * (runs > 1.5 * widths)).sum(0) > 0.5 * ink
     for label in np.flatnonzero((runs > 0).sum(0) >= 2)[1:]:  # label 0, the paper, touches every side
-        rows, cols = np.nonzero(pieces == label)
-        spread_across, spread_along = np.linalg.eigvalsh(np.cov(rows, cols)) if len(rows) > 2 else (1, 1)
-        edge[label] |= spread_across < 0.05 ** 2 * spread_along  # thinner than a twentieth of its length
+        edge[label] |= is_straight_line(pieces == label)
     return edge[1:]
+
+
+def is_straight_line(mask):
+    """Whether a boolean mask's pixels lie along a straight line thinner than a twentieth of its length."""
+    rows, cols = np.nonzero(mask)
+    spread_across, spread_along = np.linalg.eigvalsh(np.cov(rows, cols)) if len(rows) > 2 else (1, 1)
+    return bool(spread_across < 0.05 ** 2 * spread_along)
+
+
+def side_touches(mask):
+    """How many separate runs of a boolean mask's pixels lie along each side of it: top, bottom, left, right."""
+    return [int((np.diff(side.astype(int), prepend=0) == 1).sum()) for side in (mask[0], mask[-1], mask[:, 0],
+                                                                                  mask[:, -1])]
 
 
 def bounding_box(boxes, chosen):
@@ -1282,8 +1300,8 @@ def read_digit(gray, light):
         raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
                         "picture across)")
     if extent < 6:
-        raise DataError(f"no digit found (the ink is {extent} pixels across, too few to read: at least 6 are "
-                        f"needed, in a picture of {ink.shape[1]}x{ink.shape[0]})")
+        raise DataError(f"no digit found (the ink is {extent} pixel{'s' if extent > 1 else ''} across, too few to "
+                        f"read: at least 6 are needed, in a picture of {ink.shape[1]}x{ink.shape[0]})")
     if extent_of(core) < 2.5 * stroke_width(core):
         raise DataError("no digit found (the ink is a blob, not pen strokes)")
     if strength < 8 * noise:
@@ -1301,7 +1319,7 @@ def read_digit(gray, light):
 
 def digit_reading(gray):
     """The digit's strokes, their strength and the ink map, read as dark ink or light, whichever stands out
-    more from the paper around it; or the dark-ink reading's DataError, the usual one's."""
+    more from the paper around it; or, where neither finds a digit, the DataError of dark ink, the usual case."""
     readings, refusals = [], []
     for light in (False, True):
         try:
@@ -1321,8 +1339,9 @@ def tight_crop_reading(gray):
     Cropped to its ink, a digit loses the paper around it that tells a pen stroke from a sheet's
     edge, and paper from ink where ink fills much of the picture. Most of such a picture's border is
     still paper, but each side is touched by ink (not so a frame of table around a sheet, nor a
-    sheet's edge), and the digit found in the margined picture reaches every side of the picture (not
-    so a table's corners)."""
+    sheet's edge); the digit found in the margined picture reaches every side of the picture (not
+    so a table's corners), meeting each a few times (not so ruled paper, a grid or a keyboard), and
+    no piece of it is a straight line."""
     sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
     paper = float(np.median(np.concatenate(sides)))
     inked = [np.abs(side - paper) > 0.25 for side in sides]
@@ -1336,6 +1355,15 @@ def tight_crop_reading(gray):
     rows, cols = np.flatnonzero(strokes.any(1)) - margin, np.flatnonzero(strokes.any(0)) - margin
     reach = max(2, round(0.03 * max(gray.shape)))  # the strokes' soft edges may stop short of the picture's
     if max(rows[0], cols[0], gray.shape[0] - 1 - rows[-1], gray.shape[1] - 1 - cols[-1]) > reach:
+        return None
+    inside = strokes[margin:-margin, margin:-margin]
+    if max(side_touches(inside)) > 4:  # 3 at most for 299 of 300 MNIST digits; ruled paper, a grid: many more
+        return None
+    ink_inside = ink[margin:-margin, margin:-margin]
+    if sum(lines_across(ink_inside, axis)[1] for axis in (0, 1)) >= 2:  # a few rules, or one and a margin line
+        return None
+    pieces, count = scipy.ndimage.label(inside, np.ones((3, 3)))
+    if any(is_straight_line(pieces == label) for label in range(1, count + 1)):  # a line across, not a digit
         return None
     return strokes, strength, ink
 
@@ -1523,8 +1551,9 @@ def parse_args(argv):
     add = parser.add_argument
     positive_int = checked(int, lambda value: value > 0, "a positive number")
     epochs = checked(int, lambda value: 0 < value <= 10**6, "a positive number, at most 1000000")
-    learning_rate = checked(float, lambda value: 0 < value <= float(np.finfo(np.float32).max) and np.float32(value) > 0,
-                            "a positive number that float32 can hold")  # 1e-46 would round to 0
+    lr_range = (25 * float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))  # float32, from lr/25 on
+    learning_rate = checked(float, lambda value: lr_range[0] <= value <= lr_range[1],
+                            f"from {lr_range[0]:.1e} to {lr_range[1]:.1e}")
     seed = checked(int, lambda value: 0 <= value < 2**32, f"from 0 to {2**32 - 1}")
     fraction = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
     add("--epochs", type=epochs, default=9, metavar="N",

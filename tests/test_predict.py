@@ -139,6 +139,15 @@ def with_table_corners(gray):
     return np.where((rows + cols < 0.3) | (rows + cols > 1.7), 0.15, gray).astype(np.float32)
 
 
+def ruled_page(shape, spacing, margin_column):
+    """A blank page of ruled paper, its rules and a margin line: a crop of one touches every side, as a digit's does."""
+    gray = np.full(shape, 0.95, np.float32)
+    for row in range(spacing // 2, shape[0], spacing):
+        gray[row:row + 2] = 0.68
+    gray[:, margin_column:margin_column + 2] = 0.45
+    return gray
+
+
 @pytest.mark.parametrize("picture, reason", [
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
@@ -150,6 +159,8 @@ def with_table_corners(gray):
     (lambda: on_a_table_at_a_slant(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
     (lambda: with_table_corners(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
+    (lambda: ruled_page((200, 200), spacing=72, margin_column=20), "like a sheet's edge"),
+    (lambda: 1 - ruled_page((220, 150), spacing=50, margin_column=37), "blank or nearly uniform"),
     (lambda: stroke_image(size=(8, 8), box=(2, 4, 5, 5)), "5 pixels across, too few to read: at least 6 are needed, in a picture of 8x8"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
@@ -301,7 +312,6 @@ def test_a_digit_cropped_to_its_ink_reads_as_it_does_with_paper_around_it(light)
     pen = np.abs(gray - gray[0, 0]) > 0.4
     rows, cols = np.flatnonzero(pen.any(1)), np.flatnonzero(pen.any(0))
     tight = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    assert tight.shape == (201, 121)
     assert np.abs(analysis.preprocess_drawing(tight) - analysis.preprocess_drawing(gray)).mean() < 0.03
 
 
