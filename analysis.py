@@ -1340,8 +1340,8 @@ def tight_crop_reading(gray):
     edge, and paper from ink where ink fills much of the picture. Most of such a picture's border is
     still paper, but each side is touched by ink (not so a frame of table around a sheet, nor a
     sheet's edge); the digit found in the margined picture reaches every side of the picture (not
-    so a table's corners), meeting each a few times (not so ruled paper, a grid or a keyboard), and
-    no piece of it is a straight line."""
+    so a table's corners), meets each only a few times, and holds no straight line nor two thin lines
+    across the picture (not so ruled paper, a grid or a keyboard)."""
     sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
     paper = float(np.median(np.concatenate(sides)))
     inked = [np.abs(side - paper) > 0.25 for side in sides]
