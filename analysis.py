@@ -1188,23 +1188,16 @@ def without_ruled_lines(ink):
     thick) running across nine tenths of it, horizontally or vertically. The bars of a tightly
     cropped digit are thicker, and a single line may be a tightly cropped 1: those stay."""
     for axis in (0, 1):
-        lines, count = lines_across(ink, axis)
-        if count >= 2:
+        size = [1, 1]
+        size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
+        lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
+        if lines.max() <= 0:
+            continue
+        crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
+        starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
+        if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]):
             ink = ink - lines
     return ink
-
-
-def lines_across(ink, axis):
-    """The ink map's lines running across nine tenths of it, along rows (axis 0) or columns (axis 1), and how
-    many there are if each is thin (under 2 % of the picture thick), else 0."""
-    size = [1, 1]
-    size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
-    lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
-    if lines.max() <= 0:
-        return lines, 0
-    crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
-    starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
-    return lines, len(starts) if np.all(stops - starts <= 0.02 * ink.shape[axis]) else 0
 
 
 def noise_level(smooth):
@@ -1235,21 +1228,10 @@ def edge_pieces(pieces, count, smooth, widths):
     ink = np.bincount(pieces.ravel(), smooth.ravel(), count + 1)
     edge = (ink_near * (runs > 1.5 * widths)).sum(0) > 0.5 * ink
     for label in np.flatnonzero((runs > 0).sum(0) >= 2)[1:]:  # label 0, the paper, touches every side
-        edge[label] |= is_straight_line(pieces == label)
+        rows, cols = np.nonzero(pieces == label)
+        spread_across, spread_along = np.linalg.eigvalsh(np.cov(rows, cols)) if len(rows) > 2 else (1, 1)
+        edge[label] |= spread_across < 0.05 ** 2 * spread_along  # thinner than a twentieth of its length
     return edge[1:]
-
-
-def is_straight_line(mask):
-    """Whether a boolean mask's pixels lie along a straight line thinner than a twentieth of its length."""
-    rows, cols = np.nonzero(mask)
-    spread_across, spread_along = np.linalg.eigvalsh(np.cov(rows, cols)) if len(rows) > 2 else (1, 1)
-    return bool(spread_across < 0.05 ** 2 * spread_along)
-
-
-def side_touches(mask):
-    """How many separate runs of a boolean mask's pixels lie along each side of it: top, bottom, left, right."""
-    return [int((np.diff(side.astype(int), prepend=0) == 1).sum()) for side in (mask[0], mask[-1], mask[:, 0],
-                                                                                  mask[:, -1])]
 
 
 def bounding_box(boxes, chosen):
@@ -1317,55 +1299,12 @@ def read_digit(gray, light):
     return strokes, strength, contrast, ink
 
 
-def digit_reading(gray):
-    """The digit's strokes, their strength and the ink map, read as dark ink or light, whichever stands out
-    more from the paper around it; or, where neither finds a digit, the DataError of dark ink, the usual case."""
-    readings, refusals = [], []
-    for light in (False, True):
-        try:
-            readings.append(read_digit(gray, light))
-        except DataError as refusal:
-            refusals.append(refusal)
-    if not readings:
-        raise refusals[0]
-    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])
-    return strokes, strength, ink
-
-
-def tight_crop_reading(gray):
-    """digit_reading() of a picture cropped tight to its digit, inside a margin of its paper's tone; None if
-    the picture is not one, or no digit is found in it.
-
-    Cropped to its ink, a digit loses the paper around it that tells a pen stroke from a sheet's
-    edge, and paper from ink where ink fills much of the picture. Most of such a picture's border is
-    still paper, but each side is touched by ink (not so a frame of table around a sheet, nor a
-    sheet's edge); the digit found in the margined picture reaches every side of the picture (not
-    so a table's corners), meets each only a few times, and holds no straight line nor two thin lines
-    across the picture (not so ruled paper, a grid or a keyboard)."""
+def looks_cropped_to_the_ink(gray):
+    """Whether ink touches every side of the picture while most of its border is paper, as where a picture
+    is cropped right to its digit, which then runs along the edges like a sheet's edge."""
     sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
-    paper = float(np.median(np.concatenate(sides)))
-    inked = [np.abs(side - paper) > 0.25 for side in sides]
-    if not all(side.any() for side in inked) or np.concatenate(inked).mean() > 0.5:
-        return None
-    margin = max(2, round(0.15 * max(gray.shape)))
-    try:
-        strokes, strength, ink = digit_reading(np.pad(gray, margin, constant_values=paper))
-    except DataError:
-        return None
-    rows, cols = np.flatnonzero(strokes.any(1)) - margin, np.flatnonzero(strokes.any(0)) - margin
-    reach = max(2, round(0.03 * max(gray.shape)))  # the strokes' soft edges may stop short of the picture's
-    if max(rows[0], cols[0], gray.shape[0] - 1 - rows[-1], gray.shape[1] - 1 - cols[-1]) > reach:
-        return None
-    inside = strokes[margin:-margin, margin:-margin]
-    if max(side_touches(inside)) > 4:  # 3 at most for 299 of 300 MNIST digits; ruled paper, a grid: many more
-        return None
-    ink_inside = ink[margin:-margin, margin:-margin]
-    if sum(lines_across(ink_inside, axis)[1] for axis in (0, 1)) >= 2:  # a few rules, or one and a margin line
-        return None
-    pieces, count = scipy.ndimage.label(inside, np.ones((3, 3)))
-    if any(is_straight_line(pieces == label) for label in range(1, count + 1)):  # a line across, not a digit
-        return None
-    return strokes, strength, ink
+    inked = [np.abs(side - np.median(np.concatenate(sides))) > 0.25 for side in sides]
+    return all(side.any() for side in inked) and np.concatenate(inked).mean() <= 0.5
 
 
 def cropped(image, level=0.1):
@@ -1396,13 +1335,19 @@ def preprocess_drawing(gray):
     around them. Along the way the strokes are brought to
     MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
     final scale."""
-    try:
-        strokes, strength, ink = digit_reading(gray)
-    except DataError:
-        reading = tight_crop_reading(gray)
-        if reading is None:
-            raise
-        strokes, strength, ink = reading
+    readings, refusals = [], []
+    for light in (False, True):
+        try:
+            readings.append(read_digit(gray, light))
+        except DataError as refusal:
+            refusals.append(refusal)
+    if not readings:
+        refusal = refusals[0]  # why the dark-ink reading, the usual one, found no digit
+        if looks_cropped_to_the_ink(gray):
+            raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
+                            "it)") from None
+        raise refusal
+    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)

@@ -304,15 +304,17 @@ def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
 
 
 @pytest.mark.parametrize("light", [False, True])
-def test_a_digit_cropped_to_its_ink_reads_as_it_does_with_paper_around_it(light):
+def test_a_digit_cropped_to_its_ink_and_refused_is_told_to_leave_paper_around_it(light):
     picture = Image.new("L", (200, 280), 230)  # a 0, which runs along every side once cropped
     ImageDraw.Draw(picture).ellipse((40, 40, 160, 240), outline=25, width=12)
     gray = np.asarray(picture, np.float32) / 255
     gray = 1 - gray if light else gray
     pen = np.abs(gray - gray[0, 0]) > 0.4
     rows, cols = np.flatnonzero(pen.any(1)), np.flatnonzero(pen.any(0))
-    tight = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    assert np.abs(analysis.preprocess_drawing(tight) - analysis.preprocess_drawing(gray)).mean() < 0.03
+    with pytest.raises(analysis.DataError, match=r"^no digit found \(.*; cropped right to the digit\? leave some "
+                                                 r"paper around it\)$"):
+        analysis.preprocess_drawing(gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    assert analysis.preprocess_drawing(gray).shape == (28, 28)  # with its paper, it is read
 
 
 def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
