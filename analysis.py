@@ -347,15 +347,21 @@ def cpu_name():
     return name or platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them, or None where it reports none (macOS, Windows)."""
+    return next((set(line.partition(":")[2].split()) for line in cpu_info().splitlines() if line.startswith("flags")),
+                None)
+
+
 def cpu_lacks_avx():
     """Whether Linux reports an x86 CPU without AVX, as in many Celeron and Pentium laptops before 2020."""
-    flags = next((line.partition(":")[2].split() for line in cpu_info().splitlines() if line.startswith("flags")), None)
+    flags = cpu_flags()
     return platform.machine().lower() in ("x86_64", "amd64") and flags is not None and "avx" not in flags
 
 
 def cpu_has_bfloat16():
     """Whether the CPU does bfloat16 arithmetic natively (AVX512_BF16 or AMX), as Linux reports it."""
-    return any(f" {flag}" in cpu_info() for flag in ("avx512_bf16", "amx_bf16"))
+    return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
 
 
 def pick_precision(requested, gpu_capability=None):
@@ -1824,13 +1830,16 @@ def main(argv=None):
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         output_to_devnull(sys.stdout)
         return 141  # the shell's status for a program stopped by SIGPIPE
-    except (DataError, SetupError, TrainingError, OSError, MemoryError) as error:
-        print(error_line(error), file=sys.stderr)
-    except Exception as error:  # TensorFlow's errors; tf is None until the flags are checked and it is imported
-        if not (tf and isinstance(error, tf.errors.OpError)):
-            raise
+    except Exception as error:
+        if not isinstance(error, reported_errors()):
+            raise  # a fault of the script's own: its traceback is the report
         print(error_line(error), file=sys.stderr)
     return 1
+
+
+def reported_errors():
+    """The errors main() reports in one line: the script's own, the system's, and TensorFlow's once imported."""
+    return (DataError, SetupError, TrainingError, OSError, MemoryError, *([tf.errors.OpError] if tf else []))
 
 
 def error_line(error):
