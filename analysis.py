@@ -666,6 +666,16 @@ def ctrl_c_between_steps():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def stop_on_invalid_loss(model):
+    """A Keras callback that stops training once the loss is NaN or infinite.
+
+    Keras' own TerminateOnNaN says so on stdout, ahead of the one-line error that explains it."""
+    def check(batch, logs):
+        if not np.isfinite(logs.get("loss", 0.0)):
+            model.stop_training = True
+    return keras.callbacks.LambdaCallback(on_train_batch_end=check)
+
+
 def fit(model, train, validation, epochs, batch_size, seed, parallel_calls=1, verbose=2):
     """Fit on the training stream, validating on the holdout after each epoch; return the history."""
     images, labels = train
@@ -674,7 +684,7 @@ def fit(model, train, validation, epochs, batch_size, seed, parallel_calls=1, ve
     with ctrl_c_between_steps() as stop_on_ctrl_c:
         history = model.fit(stream, epochs=epochs, steps_per_epoch=steps,
                             validation_data=inference_stream(*validation) if len(validation[0]) else None,
-                            shuffle=False, callbacks=[stop_on_ctrl_c, keras.callbacks.TerminateOnNaN()],
+                            shuffle=False, callbacks=[stop_on_ctrl_c, stop_on_invalid_loss(model)],
                             verbose=verbose).history
     if not np.all(np.isfinite(history["loss"])):
         raise TrainingError(f"training diverged: the loss became {history['loss'][-1]} in epoch "
