@@ -14,6 +14,7 @@ averaged with its one-pixel shifts) and report.
 import argparse
 import contextlib
 import errno
+import faulthandler
 import functools
 import gzip
 import hashlib
@@ -48,14 +49,22 @@ tf = keras = sklearn = scipy = matplotlib = None
 
 @contextlib.contextmanager
 def stderr_silenced():
-    """Point file descriptor 2 at /dev/null for a while, C++ writers included."""
+    """Point file descriptor 2 at /dev/null for a while, C++ writers included.
+
+    A crash meanwhile (TensorFlow aborts on a CPU or GPU driver it cannot use, its reason silenced)
+    still shows Python's report of the fatal error and where it happened, on the real stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
+    reporting = not faulthandler.is_enabled()  # one already on (pytest's, python -X faulthandler) is left be
+    if reporting:
+        faulthandler.enable(saved)
     try:
         yield
     finally:
+        if reporting:
+            faulthandler.disable()
         os.dup2(saved, 2)
         os.close(saved)
 

@@ -115,6 +115,14 @@ def test_a_library_that_fails_to_import_otherwise_than_missing_gives_one_line(tm
     assert line.startswith("error: importing the libraries failed (Descriptors cannot be created directly.): ")
 
 
+def test_a_library_that_crashes_as_it_loads_is_not_silent(tmp_path):  # TensorFlow aborts on hardware it cannot use
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "__init__.py").write_text("import os\nos.abort()")
+    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "Fatal Python error: Aborted" in result.stderr and "in import_libraries" in result.stderr
+
+
 def test_a_cpu_without_avx_is_refused_before_tensorflow_loads(monkeypatch):  # where it would abort, silenced
     monkeypatch.setattr(analysis, "cpu_info", lambda: "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_2\n")
     monkeypatch.setattr(analysis.platform, "machine", lambda: "x86_64")
