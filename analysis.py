@@ -260,8 +260,10 @@ def load_data(path=None):
     bundled = path.resolve() == BUNDLED_DATA
     if path.is_dir():
         arrays, sha256 = load_idx_directory(path, verify_pins=bundled)
-    elif path.is_file():
+    elif path.is_file() or path.is_fifo():  # a pipe, as from `--data <(gunzip -c mnist.npz.gz)`
         arrays, sha256 = load_npz(path)
+    elif path.exists():
+        raise DataError(f"{path}: neither a file nor a folder (a device or a socket)")
     else:
         raise DataError(f"{path}: no such file or directory")
     check_arrays(arrays, path)
@@ -474,13 +476,19 @@ def fit_thread_pools_to_quota():
             tf.config.threading.set_inter_op_parallelism_threads(cores)
 
 
+def visible_gpus(no_accel):
+    """The GPUs TensorFlow will use, none with --no-accel; looked for with its start-up log silenced (where
+    there is no GPU, CUDA's 'failed call to cuInit' is logged as an error)."""
+    with tensorflow_log_silenced():
+        if no_accel:
+            tf.config.set_visible_devices([], "GPU")
+        return tf.config.get_visible_devices("GPU")
+
+
 def configure_runtime(args):
     """Seed every generator, pick the device, its precision and XLA; return the Runtime."""
-    if args.no_accel:
-        tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(args.seed)
-    with tensorflow_log_silenced():
-        gpus = tf.config.get_visible_devices("GPU")
+    gpus = visible_gpus(args.no_accel)
     for gpu in gpus:  # take GPU memory as needed, not all of it at once: the GPU may be shared
         tf.config.experimental.set_memory_growth(gpu, True)
     gpu_details = tf.config.experimental.get_device_details(gpus[0]) if gpus else None
@@ -800,19 +808,33 @@ def format_report(loss, accuracy, matrix):
     return f"Loss:  {loss:.4f}\nAccuracy:  {accuracy:.4f}\n{matrix}"
 
 
-def per_digit_report(labels, predictions):
-    """scikit-learn's table of precision, recall and F1 for each class that is labelled or predicted, and their means.
-
-    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0."""
-    present = np.union1d(labels, predictions).astype(int)  # uint64 with int64 would make floats, rows '0.0'
-    return sklearn.metrics.classification_report(labels, predictions, labels=present, digits=4, zero_division=0)
-
-
 def per_class_metrics(labels, predictions):
     """Precision, recall, F1 and support for each class, from scikit-learn."""
-    report = sklearn.metrics.classification_report(labels, predictions, labels=range(NUM_CLASSES),
-                                                   output_dict=True, zero_division=0)
-    return {str(c): {**report[str(c)], "support": int(report[str(c)]["support"])} for c in range(NUM_CLASSES)}
+    scores = sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=range(NUM_CLASSES),
+                                                             zero_division=0)
+    return {str(digit): {"precision": float(precision), "recall": float(recall), "f1-score": float(f1),
+                         "support": int(support)} for digit, (precision, recall, f1, support) in enumerate(zip(*scores))}
+
+
+def per_digit_report(labels, predictions):
+    """scikit-learn's classification_report of the classes labelled or predicted: precision, recall, F1
+    and support of each, then their accuracy and means.
+
+    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0; the
+    supports stay whole numbers, where scikit-learn's own table makes them 1.0 when no answer is right."""
+    metrics = per_class_metrics(labels, predictions)
+    rows = {name: list(metrics[name].values()) for name in np.union1d(labels, predictions).astype(int).astype(str)}
+    table = np.array(list(rows.values()))
+    support = int(table[:, 3].sum())
+    rows["macro avg"] = [*table[:, :3].mean(0), support]
+    rows["weighted avg"] = [*np.average(table[:, :3], axis=0, weights=table[:, 3]), support]
+    width = len("weighted avg")
+    lines = [f"{'':>{width}}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    lines += [f"{name:>{width}}  {precision:9.4f} {recall:9.4f} {f1:9.4f} {count:9}"
+              for name, (precision, recall, f1, count) in rows.items()]
+    accuracy = float(np.mean(np.asarray(labels) == predictions))
+    lines[-2:-2] = ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.4f} {support:9}"]
+    return "\n".join(lines) + "\n"
 
 
 def versions():
@@ -1110,7 +1132,7 @@ def too_large(pixels):
 def eight_bit_gray(image):
     """A 16-bit, 32-bit or floating-point gray picture in 8 bits, the tone it names as transparent made so."""
     pixels = np.asarray(image, np.float32)  # not float64: a 16-bit picture may be 89 megapixels
-    gray = to_8_bits(pixels, 65535 if image.mode.startswith("I;16") else None)
+    gray = to_8_bits(pixels)
     if "transparency" not in image.info:
         return gray
     opacity = np.where(pixels == image.info["transparency"], 0, 255).astype(np.uint8)
@@ -1128,15 +1150,15 @@ def flattened(rgba):
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
-def to_8_bits(pixels, white=None):
-    """An 8-bit grayscale picture from wider pixels whose white is `white`, or else guessed from their
-    largest value: 1 for floats in [0, 1], then 255, 65535 or the largest value itself."""
+def to_8_bits(pixels):
+    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value: 1 for
+    floats in [0, 1], then the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit
+    cameras and scanners fill 16-bit files only in part), or else the largest value itself."""
     finite = np.isfinite(pixels)
     if not finite.all():  # a float TIFF may hold NaN or infinity
         pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
-    if white is None:
-        top = pixels.max(initial=0)
-        white = next((full for full in (1, 255, 65535) if top <= full), top)
+    top = pixels.max(initial=0)
+    white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full), top)
     return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
 
 
@@ -1325,11 +1347,12 @@ def read_digit(gray, light):
 
 
 def looks_cropped_to_the_ink(gray):
-    """Whether ink touches every side of the picture while most of its border is paper, as where a picture
-    is cropped right to its digit, which then runs along the edges like a sheet's edge."""
+    """Whether a few strokes (one to four) meet each side of the picture while most of its border is paper, as
+    where a picture is cropped right to its digit, which then runs along the edges like a sheet's edge."""
     sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
     inked = [np.abs(side - np.median(np.concatenate(sides))) > 0.25 for side in sides]
-    return all(side.any() for side in inked) and np.concatenate(inked).mean() <= 0.5
+    strokes = [np.count_nonzero(np.diff(side.astype(np.int8)) == 1) + side[0] for side in inked]
+    return all(1 <= count <= 4 for count in strokes) and np.concatenate(inked).mean() <= 0.5
 
 
 def cropped(image, level=0.1):
@@ -1814,9 +1837,26 @@ def output_to_devnull(stream):
     os.close(devnull)
 
 
+def closed_streams_to_devnull():
+    """Give a standard output or error that was closed (`2>&-`), which Python leaves as None, os.devnull
+    instead, under its own number where that is free: the script, Keras and TensorFlow write to them."""
+    for number, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.fstat(number)
+        except OSError:  # closed: C++ writers and the silencing of stderr use the number itself
+            os.dup2(devnull, number)
+            os.close(devnull)
+            devnull = number
+        setattr(sys, name, open(devnull, "w", closefd=devnull != number))  # noqa: SIM115 (open for the whole run)
+
+
 def main(argv=None):
     """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C, 141 closed pipe), or exit
     with 2 on a usage error."""
+    closed_streams_to_devnull()
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -1835,8 +1875,7 @@ def main(argv=None):
         import_libraries()
         fit_thread_pools_to_quota()
         if args.predict:
-            if args.no_accel:
-                tf.config.set_visible_devices([], "GPU")
+            visible_gpus(args.no_accel)
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
         if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
             return train_keeping_the_files(args)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -314,6 +315,41 @@ def test_more_images_than_another_set_holds_names_that_set(mnist, tmp_path, monk
     status, _, stderr = run_main(["--data", name, "--test-samples", "51"])
     assert status == 2 and script_lines(stderr) == [
         f"analysis.py: error: --test-samples 51 is more than the 50 test images in {analysis.printable(name)} (see --help)"]
+
+
+SMALL_RUN = ["--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--precision", "float32"]
+
+
+def test_training_on_the_cpu_when_asked_at_log_level_2_shows_no_start_up_errors():  # such as cuInit's
+    result = run_cli(*SMALL_RUN, "--no-accel", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0 and result.stderr == ""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="closes a file descriptor before the script starts")
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_closed_standard_stream_does_not_stop_the_run(tmp_path, closed):  # `>&-`, `2>&-`
+    result = subprocess.run([sys.executable, ROOT / "analysis.py", *SMALL_RUN, "--output-dir", tmp_path],
+                            preexec_fn=lambda: os.close(closed), capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "metrics.json").exists() and ("Accuracy:" in result.stdout) == (closed == 2)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+def test_data_can_come_through_a_pipe_and_a_device_is_refused_as_one(mnist, tmp_path):  # `--data <(...)`
+    np.savez(tmp_path / "small.npz", x_train=mnist.x_train[:300], y_train=mnist.y_train[:300],
+             x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
+    os.mkfifo(tmp_path / "pipe")
+    writer = threading.Thread(target=lambda: (tmp_path / "pipe").write_bytes((tmp_path / "small.npz").read_bytes()),
+                              daemon=True)  # it waits for a reader, and the test must not hang on it
+    writer.start()
+    status, stdout, stderr = run_main(["--data", tmp_path / "pipe", "--epochs", "1", "--precision", "float32"])
+    writer.join(timeout=60)
+    assert status == 0, stderr
+    assert parse_report(stdout)[2].sum() == 50
+    if Path(os.devnull).exists() and not Path(os.devnull).is_file():
+        status, _, stderr = run_main(["--data", os.devnull, "--epochs", "1"])
+        assert status == 1 and script_lines(stderr) == [
+            f"error: {os.devnull}: neither a file nor a folder (a device or a socket)"]
 
 
 def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):

@@ -206,6 +206,9 @@ def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped
     (np.array([[0, 32768, 65535]], np.uint16), "scan.png"),  # 16-bit
     (np.array([[0, 0.5, 1]], np.float32), "scan.tif"),  # floating point, 0-1
     (np.array([[0, 2**19, 2**20]], np.int32), "wide.tif"),  # 32-bit integers beyond 16 bits
+    (np.array([[0, 512, 1023]], np.uint16), "camera.png"),  # 10-bit data in a 16-bit file
+    (np.array([[0, 128, 255]], np.uint16), "eight.png"),  # 8-bit data in a 16-bit file
+    (np.array([[0, 510, 1020]], np.float32), "sensor.tif"),  # floating point, 10-bit range
 ])
 def test_wide_pixels_keep_their_tones(tmp_path, pixels, name):
     Image.fromarray(pixels).save(tmp_path / name)
@@ -315,6 +318,12 @@ def test_a_digit_cropped_to_its_ink_and_refused_is_told_to_leave_paper_around_it
                                                  r"paper around it\)$"):
         analysis.preprocess_drawing(gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
     assert analysis.preprocess_drawing(gray).shape == (28, 28)  # with its paper, it is read
+
+
+def test_noise_is_not_told_it_was_cropped_right_to_a_digit():
+    with pytest.raises(analysis.DataError) as refusal:
+        analysis.preprocess_drawing(np.random.default_rng(0).random((300, 300)).astype(np.float32))
+    assert "cropped right" not in str(refusal.value)
 
 
 def test_a_tightly_cropped_seven_with_its_bar_along_the_top_is_read():
@@ -494,3 +503,11 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
     correct = np.array(predicted) == np.array(truth)
     assert correct.mean() >= 0.9, list(zip(predicted, truth))
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-accel"]])
+def test_predict_at_log_level_2_shows_no_start_up_errors(trained, mnist, tmp_path, flags):  # such as cuInit's
+    Image.fromarray(255 - mnist.x_test[0]).save(tmp_path / "seven.png")
+    result = run_cli("--predict", tmp_path / "seven.png", "--model", trained[0] / "models" / "new" / "model.keras",
+                     *flags, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0 and result.stderr == ""

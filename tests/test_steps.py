@@ -289,6 +289,17 @@ def test_the_per_digit_report_averages_over_the_classes_a_set_has():
     assert {line.split()[0] for line in report.splitlines() if line.strip()} >= {"0", "1", "7"}
 
 
+def test_the_per_digit_report_is_scikit_learn_s_table_with_whole_supports():
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 10, 500), rng.integers(0, 9, 500)  # 9 only labelled
+    predictions[:300] = labels[:300]
+    assert analysis.per_digit_report(labels, predictions) == analysis.sklearn.metrics.classification_report(
+        labels, predictions, labels=np.union1d(labels, predictions), digits=4, zero_division=0)
+    report = analysis.per_digit_report(np.array([1, 3, 3]), np.array([2, 2, 2]))  # not one answer right
+    supports = [line.split()[-1] for line in report.splitlines()[1:] if line.strip()]
+    assert supports == ["1", "0", "2", "3", "3", "3"]
+
+
 def test_per_class_metrics_cover_every_digit():
     labels = np.array([0, 1, 1, 2])
     metrics = analysis.per_class_metrics(labels, np.array([0, 1, 2, 2]))
