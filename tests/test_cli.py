@@ -119,7 +119,7 @@ def test_a_library_that_fails_to_import_otherwise_than_missing_gives_one_line(tm
 def test_a_library_that_crashes_as_it_loads_is_not_silent(tmp_path):  # TensorFlow aborts on hardware it cannot use
     (tmp_path / "keras").mkdir()
     (tmp_path / "keras" / "__init__.py").write_text("import os\nos.abort()")
-    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path)})
+    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": None})  # as users run it
     assert result.returncode != 0
     assert "Fatal Python error: Aborted" in result.stderr and "in import_libraries" in result.stderr
 
