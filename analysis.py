@@ -57,15 +57,16 @@ def stderr_silenced():
     saved = os.dup(2)
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 2)
-    reporting = not faulthandler.is_enabled()  # one already on (pytest's, python -X faulthandler) is left be
-    if reporting:
-        faulthandler.enable(saved)
+    was_reporting = faulthandler.is_enabled()  # as under python -X faulthandler, onto descriptor 2
+    faulthandler.enable(saved)
     try:
         yield
     finally:
-        if reporting:
-            faulthandler.disable()
         os.dup2(saved, 2)
+        if was_reporting:
+            faulthandler.enable(2)
+        else:
+            faulthandler.disable()
         os.close(saved)
 
 
@@ -754,7 +755,8 @@ def average_views(log_probabilities):
 def cross_entropy(probabilities, labels):
     """Mean cross-entropy, in nats, of the probabilities given to the true labels."""
     chosen = probabilities[np.arange(len(labels)), labels]
-    return float(-np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean())
+    # float32 may round a sure answer's probability past 1, and -log(1) is -0.0: both printed -0.0000
+    return max(0.0, float(-np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean()))
 
 
 def fit_temperature(logits, labels):
@@ -820,20 +822,17 @@ def per_digit_report(labels, predictions):
     """scikit-learn's classification_report of the classes labelled or predicted: precision, recall, F1
     and support of each, then their accuracy and means.
 
-    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0; the
-    supports stay whole numbers, where scikit-learn's own table makes them 1.0 when no answer is right."""
-    metrics = per_class_metrics(labels, predictions)
-    rows = {name: list(metrics[name].values()) for name in np.union1d(labels, predictions).astype(int).astype(str)}
-    table = np.array(list(rows.values()))
-    support = int(table[:, 3].sum())
-    rows["macro avg"] = [*table[:, :3].mean(0), support]
-    rows["weighted avg"] = [*np.average(table[:, :3], axis=0, weights=table[:, 3]), support]
-    width = len("weighted avg")
+    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0. The
+    table is laid out here, as scikit-learn lays it out, so that the supports stay whole numbers:
+    scikit-learn's own text makes them 1.0 when no answer is right."""
+    present = np.union1d(labels, predictions).astype(int)  # uint64 with int64 would make floats
+    report = sklearn.metrics.classification_report(labels, predictions, labels=present, output_dict=True,
+                                                   zero_division=0)
+    accuracy, width = report.pop("accuracy"), len("weighted avg")
     lines = [f"{'':>{width}}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
-    lines += [f"{name:>{width}}  {precision:9.4f} {recall:9.4f} {f1:9.4f} {count:9}"
-              for name, (precision, recall, f1, count) in rows.items()]
-    accuracy = float(np.mean(np.asarray(labels) == predictions))
-    lines[-2:-2] = ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.4f} {support:9}"]
+    lines += [f"{name:>{width}}  {row['precision']:9.4f} {row['recall']:9.4f} {row['f1-score']:9.4f} "
+              f"{int(row['support']):9}" for name, row in report.items()]
+    lines[-2:-2] = ["", f"{'accuracy':>{width}}  {'':9} {'':9} {accuracy:9.4f} {len(labels):9}"]
     return "\n".join(lines) + "\n"
 
 
@@ -1151,14 +1150,15 @@ def flattened(rgba):
 
 
 def to_8_bits(pixels):
-    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value: 1 for
-    floats in [0, 1], then the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit
-    cameras and scanners fill 16-bit files only in part), or else the largest value itself."""
+    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value: 1 where
+    it is at most 1, then the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit cameras
+    and scanners fill 16-bit files only in part), or else the largest value itself. A value up to 1 %
+    over a white (a resampled picture's overshoot) counts as that white."""
     finite = np.isfinite(pixels)
     if not finite.all():  # a float TIFF may hold NaN or infinity
         pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
     top = pixels.max(initial=0)
-    white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full), top)
+    white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full * 1.01), top)
     return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
 
 
@@ -1875,7 +1875,7 @@ def main(argv=None):
         import_libraries()
         fit_thread_pools_to_quota()
         if args.predict:
-            visible_gpus(args.no_accel)
+            visible_gpus(args.no_accel)  # looked for before Keras does, with the start-up log silenced
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
         if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
             return train_keeping_the_files(args)

@@ -116,10 +116,11 @@ def test_a_library_that_fails_to_import_otherwise_than_missing_gives_one_line(tm
     assert line.startswith("error: importing the libraries failed (Descriptors cannot be created directly.): ")
 
 
-def test_a_library_that_crashes_as_it_loads_is_not_silent(tmp_path):  # TensorFlow aborts on hardware it cannot use
+@pytest.mark.parametrize("flags", [(), ("-X", "faulthandler")])  # the second writes to descriptor 2, silenced
+def test_a_library_that_crashes_as_it_loads_is_not_silent(tmp_path, flags):  # TensorFlow aborts on hardware it cannot use
     (tmp_path / "keras").mkdir()
     (tmp_path / "keras" / "__init__.py").write_text("import os\nos.abort()")
-    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": None})  # as users run it
+    result = run_cli(*SMOKE, env={"PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": None}, flags=flags)
     assert result.returncode != 0
     assert "Fatal Python error: Aborted" in result.stderr and "in import_libraries" in result.stderr
 

@@ -272,6 +272,11 @@ def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
     assert [p.name for p in (tmp_path / "new" / "folder").iterdir()] == ["m.keras"]
 
 
+def test_a_sure_answer_costs_no_negative_loss():  # float32 may round its probability past 1
+    sure = np.array([[np.nextafter(np.float32(1), np.float32(2)), 0]], np.float32)
+    assert f"{analysis.cross_entropy(sure, np.array([0])):.4f}" == "0.0000"
+
+
 def test_report_has_the_original_shape():
     matrix = np.diag([3, 4])
     text = analysis.format_report(0.01394, 0.99587, matrix)
@@ -291,10 +296,12 @@ def test_the_per_digit_report_averages_over_the_classes_a_set_has():
 
 def test_the_per_digit_report_is_scikit_learn_s_table_with_whole_supports():
     rng = np.random.default_rng(0)
-    labels, predictions = rng.integers(0, 10, 500), rng.integers(0, 9, 500)  # 9 only labelled
-    predictions[:300] = labels[:300]
-    assert analysis.per_digit_report(labels, predictions) == analysis.sklearn.metrics.classification_report(
-        labels, predictions, labels=np.union1d(labels, predictions), digits=4, zero_division=0)
+    many = rng.integers(0, 10, 500), rng.integers(0, 9, 500)  # 9 only labelled
+    many[1][:300] = many[0][:300]
+    odd = np.array([0, 1, 0, 3, 6, 5, 9, 7, 1, 1, 3]), np.array([0, 1, 1, 5, 6, 5, 8, 1, 1, 1, 3])  # a macro F1 of x.xxxx5
+    for labels, predictions in (many, odd):
+        assert analysis.per_digit_report(labels, predictions) == analysis.sklearn.metrics.classification_report(
+            labels, predictions, labels=np.union1d(labels, predictions), digits=4, zero_division=0)
     report = analysis.per_digit_report(np.array([1, 3, 3]), np.array([2, 2, 2]))  # not one answer right
     supports = [line.split()[-1] for line in report.splitlines()[1:] if line.strip()]
     assert supports == ["1", "0", "2", "3", "3", "3"]
