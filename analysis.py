@@ -47,6 +47,14 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 tf = keras = sklearn = scipy = matplotlib = None
 
 
+def descriptor_to_devnull(number):
+    """Point file descriptor `number` at os.devnull: what is written to it from now on is dropped."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    if devnull != number:  # where `number` was closed, os.open may have handed it back already
+        os.dup2(devnull, number)
+        os.close(devnull)
+
+
 @contextlib.contextmanager
 def stderr_silenced():
     """Point file descriptor 2 at /dev/null for a while, C++ writers included.
@@ -55,8 +63,7 @@ def stderr_silenced():
     still shows Python's report of the fatal error and where it happened, on the real stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
+    descriptor_to_devnull(2)
     was_reporting = faulthandler.is_enabled()  # as under python -X faulthandler, onto descriptor 2
     faulthandler.enable(saved)
     try:
@@ -1812,7 +1819,7 @@ class OutputOutlivingItsReader:
             return call(*args)
         except BrokenPipeError:
             self.reader_gone = True
-            output_to_devnull(self.stream)
+            descriptor_to_devnull(self.stream.fileno())  # exit's flush cannot fail then
             return None
 
     def __getattr__(self, name):
@@ -1830,27 +1837,19 @@ def train_keeping_the_files(args):
     return 141 if any(stream.reader_gone for stream in streams) and status == 0 else status
 
 
-def output_to_devnull(stream):
-    """Send the rest of a standard stream to os.devnull, once its reader has gone: exit's flush cannot fail then."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, stream.fileno())
-    os.close(devnull)
-
-
 def closed_streams_to_devnull():
     """Give a standard output or error that was closed (`2>&-`), which Python leaves as None, os.devnull
     instead, under its own number where that is free: the script, Keras and TensorFlow write to them."""
     for number, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.fstat(number)
+        try:  # the streams stay open for the whole run, hence no `with` (SIM115)
+            os.fstat(number)  # taken since by another file: left to it
+            stream = open(os.devnull, "w")  # noqa: SIM115
         except OSError:  # closed: C++ writers and the silencing of stderr use the number itself
-            os.dup2(devnull, number)
-            os.close(devnull)
-            devnull = number
-        setattr(sys, name, open(devnull, "w", closefd=devnull != number))  # noqa: SIM115 (open for the whole run)
+            descriptor_to_devnull(number)
+            stream = open(number, "w", closefd=False)  # noqa: SIM115
+        setattr(sys, name, stream)
 
 
 def main(argv=None):
@@ -1886,7 +1885,7 @@ def main(argv=None):
     except UsageError as error:
         parser.error(printable(str(error)))  # exits with 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
-        output_to_devnull(sys.stdout)
+        descriptor_to_devnull(sys.stdout.fileno())
         return 141  # the shell's status for a program stopped by SIGPIPE
     except Exception as error:
         if not isinstance(error, reported_errors()):
