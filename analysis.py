@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError, features
 
 # TensorFlow (with Keras on it), scikit-learn, SciPy and matplotlib take seconds to import, so main()
 # imports them with import_libraries() once the arguments are read: --help and usage errors answer
@@ -987,7 +987,10 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif")
+# The brands that an ISO media file's 'ftyp' box names for HEIF pictures (iPhones' .heic) and for AVIF
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+AVIF_BRANDS = {b"avif", b"avis"}
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
 
@@ -1070,7 +1073,7 @@ def load_drawing(path, longest=WORKING_SIDE):
                     image = flattened(image.convert("RGBA"))
                 gray = image.convert("L")
     except UnidentifiedImageError:
-        raise DataError("not a picture (not a format Pillow reads, or empty)") from None
+        raise DataError(unidentified_picture(path)) from None
     except OSError as error:
         if error.strerror:  # missing, unreadable, a directory
             raise DataError(f"cannot read it ({error.strerror})") from None
@@ -1105,6 +1108,45 @@ def opened_picture(path, longest):
         image.close()
         raise too_large(width * height)
     return image
+
+
+def unidentified_picture(path):
+    """Why Pillow could not identify a file: a HEIC or AVIF picture it has no reader for, or not a picture."""
+    brands = iso_media_brands(path)
+    if brands & AVIF_BRANDS:
+        kind, reader, install = "an AVIF", "AVIF", "a newer Pillow (`pip install -U pillow`)"
+    elif brands & HEIF_BRANDS:
+        kind, reader, install = "a HEIC", "HEIF", "the pillow-heif package (`pip install pillow-heif`)"
+    else:
+        return "not a picture (not a format Pillow reads, or empty)"
+    if pillow_reads(reader):
+        return f"not a readable picture ({kind} file cut short or damaged)"
+    return f"{kind} picture, which this Pillow cannot read: save it as JPEG, or install {install}"
+
+
+def pillow_reads(format_name):
+    """Whether Pillow has a reader for a format (AVIF: recent Pillows, built with libavif; HEIF: from pillow-heif)."""
+    return format_name in Image.ID and (format_name != "AVIF" or "avif" in features.get_supported_modules())
+
+
+def iso_media_brands(path):
+    """The brands named in an ISO media file's leading 'ftyp' box (HEIC, AVIF, MP4), or none."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return set()
+    if head[4:8] != b"ftyp":
+        return set()
+    end = min(int.from_bytes(head[:4], "big"), len(head))
+    return {head[8:12]} | {head[start:start + 4] for start in range(16, end - 3, 4)}  # 12-16 is a version
+
+
+def register_heif_reader():
+    """Let Pillow open HEIC pictures where the pillow-heif package is installed (the script does not need it)."""
+    with contextlib.suppress(ImportError):
+        import pillow_heif
+        pillow_heif.register_heif_opener()
 
 
 def one_scan_jpeg(path):
@@ -1875,6 +1917,7 @@ def main(argv=None):
         fit_thread_pools_to_quota()
         if args.predict:
             visible_gpus(args.no_accel)  # looked for before Keras does, with the start-up log silenced
+            register_heif_reader()
             return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
         if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
             return train_keeping_the_files(args)

@@ -345,6 +345,7 @@ def listed(entries, root):
 
 def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path):
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg", "7/x.png", "10/y.webp",
+                 "IMG_0001.HEIC", "f.avif", "clip.MOV",
                  "7/deeper/z.bmp", ".git/w.png", "7/.v.png", "elsewhere/1/u.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True, parents=True)
         (tmp_path / name).write_bytes(b"")
@@ -361,8 +362,8 @@ def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path
     assert ("elsewhere/1/u.png", None) in listed(analysis.pictures_in(tmp_path), tmp_path)  # the folder, not the link
     (tmp_path / "a-link").unlink()
     assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
-        (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "a.png", "b.JPG", "c.jpeg", "d.gif",
-                                  "elsewhere/1/u.png")]
+        (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "IMG_0001.HEIC", "a.png", "b.JPG", "c.jpeg",
+                                  "d.gif", "elsewhere/1/u.png", "f.avif")]
     assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
     with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder or its subfolders"):
         analysis.pictures_in(tmp_path / "e.png")
@@ -451,6 +452,39 @@ def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist, m
             assert re.fullmatch(re.escape(f"{tmp_path}/{name}.png") + answer, line), lines
 
 
+def iso_media_header(brand, compatible):
+    """The start of a HEIC or AVIF file: its 'ftyp' box, naming its brands."""
+    body = brand + b"\0\0\0\0" + b"".join(compatible)
+    return struct.pack(">I", 8 + len(body)) + b"ftyp" + body
+
+
+@pytest.mark.parametrize("brand, compatible, reader, message", [
+    (b"heic", [b"mif1", b"heic"], "HEIF", ("a HEIC picture, which this Pillow cannot read: save it as JPEG, or install "
+     "the pillow-heif package (`pip install pillow-heif`)")),
+    (b"mif1", [b"heic", b"miaf"], "HEIF", "a HEIC picture, which this Pillow cannot read"),
+    (b"avif", [b"mif1", b"miaf"], "AVIF", ("an AVIF picture, which this Pillow cannot read: save it as JPEG, or install "
+     "a newer Pillow (`pip install -U pillow`)")),
+    (b"mif1", [b"avif", b"miaf"], "AVIF", "an AVIF picture"),
+    (b"isom", [b"mp41"], None, "not a picture (not a format Pillow reads, or empty)"),  # a video
+])
+@pytest.mark.parametrize("readable", [False, True])
+def test_a_phone_s_heic_or_an_avif_picture_pillow_cannot_read_says_what_would(
+        tmp_path, monkeypatch, brand, compatible, reader, message, readable):
+    monkeypatch.setattr(analysis, "pillow_reads", lambda name: readable and name == reader)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(iso_media_header(brand, compatible) + bytes(200))  # no picture Pillow could decode follows
+    if readable and reader:
+        kind = "an AVIF" if reader == "AVIF" else "a HEIC"
+        message = f"not a readable picture ({kind} file cut short or damaged)"
+    with pytest.raises(analysis.DataError, match=re.escape(message)):
+        analysis.load_drawing(path)
+
+
+def test_pillow_s_readers_are_told_apart():
+    assert analysis.pillow_reads("PNG")
+    assert not analysis.pillow_reads("NO SUCH FORMAT")
+
+
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):
     """An MNIST digit as a big photo: dark ink on grey, noisy paper, well off-centre."""
     big = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC),
@@ -495,7 +529,8 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp) in this folder or its subfolders"]
+        (f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp, .heic, .heif, .avif) "
+        "in this folder or its subfolders")]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
     for line, path in zip(lines, paths + photos):
@@ -504,6 +539,22 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
     correct = np.array(predicted) == np.array(truth)
     assert correct.mean() >= 0.9, list(zip(predicted, truth))
+
+
+@pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
+def test_a_heic_or_avif_photo_is_read_where_pillow_can(trained, mnist, tmp_path, suffix):
+    photo, picture = tmp_path / f"IMG_0001{suffix}", mnist_photo(mnist.x_test[0], np.random.default_rng(0))
+    if suffix == ".HEIC":  # written by pillow-heif itself, leaving Pillow's readers as they are
+        pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
+        pillow_heif.from_pillow(picture).save(photo)
+    else:
+        Image.init()
+        if not analysis.pillow_reads("AVIF"):
+            pytest.skip("this Pillow has no AVIF reader (recent ones, built with libavif, have one)")
+        picture.save(photo)
+    result = run_cli("--predict", photo, "--model", trained[0] / "models" / "new" / "model.keras")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{photo}: {mnist.y_test[0]} (confidence ")
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-accel"]])
