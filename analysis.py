@@ -1552,8 +1552,11 @@ class OneLineParser(argparse.ArgumentParser):
 def checked(kind, accept, meaning):
     """An argparse type: text converted by `kind` (int or float), refused unless accept(value)."""
     def parse(text):
+        plain = text.strip()
         try:
-            value = kind(text.strip())
+            if not plain.isascii() or "_" in plain:  # Python would read '1_0' as 10, and other scripts' digits
+                raise ValueError
+            value = kind(plain)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if not accept(value):  # NaN fails every comparison, so it is refused too

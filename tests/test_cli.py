@@ -182,6 +182,10 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
+    (["--epochs", "1_0"], "--epochs: '1_0' is not a whole number"),  # a typo, though Python's int reads 10
+    (["--seed", "\u0663"], "--seed: '\u0663' is not a whole number"),  # an Arabic-Indic 3
+    (["--lr", "0.00_5"], "--lr: '0.00_5' is not a number"),
+    (["--lr", "\uff15e-3"], "--lr: '\uff15e-3' is not a number"),  # a full-width 5
     (["--epoch", "3"], "unrecognized arguments"),
     (["--lr", "1e-45"], "--lr: must be from 2.9e-37 to 3.4e+38, not 1e-45"),  # the warm-up's lr/25 would be 0
 ])
