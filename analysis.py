@@ -701,6 +701,13 @@ def stop_on_invalid_loss(model):
     return keras.callbacks.LambdaCallback(on_train_batch_end=check)
 
 
+def progress_display():
+    """Keras' verbosity: its progress bar (1) on a terminal, one line per epoch (2) elsewhere, and where colour is
+    unwanted (NO_COLOR set, or TERM=dumb), since the bar is drawn in colour."""
+    colour = not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return 1 if sys.stdout.isatty() and colour else 2
+
+
 def fit(model, train, validation, epochs, batch_size, seed, parallel_calls=1, verbose=2):
     """Fit on the training stream, validating on the holdout after each epoch; return the history."""
     images, labels = train
@@ -1758,7 +1765,7 @@ def train_and_report(args):
                           per_execution)
     started = time.perf_counter()
     history = fit(model, (x_fit, y_fit), validation, args.epochs, args.batch_size, args.seed,
-                  map_parallelism(runtime.gpu), verbose=1 if sys.stdout.isatty() else 2)
+                  map_parallelism(runtime.gpu), verbose=progress_display())
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     model, calibration = calibrate(model, validation, args.shift_average)

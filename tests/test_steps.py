@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import io
 import sys
 
 import numpy as np
@@ -151,6 +152,30 @@ def test_training_runs_exactly_the_steps_that_the_schedule_counts(mnist):
                            epochs=2, batch_size=64, seed=1, verbose=0)
     assert (steps, per_execution) == (12, 6) and len(history["loss"]) == 2
     assert int(model.optimizer.iterations) == 2 * steps
+
+
+class Terminal:
+    """A stdout that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal, environment, verbosity", [
+    (True, {}, 1),  # Keras' progress bar
+    (False, {}, 2),  # a file or a pipe: one line per epoch
+    (True, {"NO_COLOR": "1"}, 2),  # the bar is drawn in colour
+    (True, {"NO_COLOR": ""}, 1),  # set but empty counts as unset (no-color.org)
+    (True, {"TERM": "dumb"}, 2),
+    (True, {"TERM": "xterm-256color"}, 1),
+])
+def test_the_progress_bar_shows_on_a_terminal_that_takes_colour(monkeypatch, terminal, environment, verbosity):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "stdout", Terminal() if terminal else io.StringIO())
+    assert analysis.progress_display() == verbosity
 
 
 def test_shifted_views_move_one_pixel_and_fill_with_zeros():
