@@ -994,10 +994,15 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif")
-# The brands that an ISO media file's 'ftyp' box names for HEIF pictures (iPhones' .heic) and for AVIF
-HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
-AVIF_BRANDS = {b"avif", b"avis"}
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".hif", ".avif")
+PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF"  # the suffixes' formats, for people
+# Pictures in ISO media files, known by the brands their 'ftyp' box names: what to call one, Pillow's
+# name for its format, and what reads it where Pillow does not
+ISO_MEDIA_PICTURES = (
+    ({b"avif", b"avis"}, "an AVIF", "AVIF", "Pillow 11.3 or later (`pip install -U pillow`)"),
+    ({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}, "a HEIC", "HEIF",
+     "the pillow-heif package (`pip install pillow-heif`)"),  # iPhones' photos, and cameras' .hif
+)
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
 
@@ -1045,7 +1050,7 @@ def pictures_in(path):
             found += [(Path(folder, name), None) for name in names if is_picture_file(Path(folder, name))]
         trees += links
     if not found:
-        raise DataError(f"no pictures ({', '.join(PICTURE_SUFFIXES)}) in this folder or its subfolders")
+        raise DataError(f"no pictures ({PICTURE_FORMATS} files) in this folder or its subfolders")
     return sorted(found, key=lambda entry: entry[0])
 
 
@@ -1084,9 +1089,9 @@ def load_drawing(path, longest=WORKING_SIDE):
     except OSError as error:
         if error.strerror:  # missing, unreadable, a directory
             raise DataError(f"cannot read it ({error.strerror})") from None
-        raise DataError(f"not a readable picture ({error})") from None
-    except (SyntaxError, ValueError, EOFError) as error:
-        raise DataError(f"not a readable picture ({error})") from None
+        raise undecodable_picture(path, error) from None
+    except (SyntaxError, ValueError, EOFError, RuntimeError) as error:  # RuntimeError: Pillow's AVIF reader
+        raise undecodable_picture(path, error) from None
     if max(gray.size) > longest:
         gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
     return np.asarray(gray, np.float32) / 255
@@ -1119,21 +1124,32 @@ def opened_picture(path, longest):
 
 def unidentified_picture(path):
     """Why Pillow could not identify a file: a HEIC or AVIF picture it has no reader for, or not a picture."""
-    brands = iso_media_brands(path)
-    if brands & AVIF_BRANDS:
-        kind, reader, install = "an AVIF", "AVIF", "a newer Pillow (`pip install -U pillow`)"
-    elif brands & HEIF_BRANDS:
-        kind, reader, install = "a HEIC", "HEIF", "the pillow-heif package (`pip install pillow-heif`)"
-    else:
+    picture = iso_media_picture(path)
+    if picture is None:
         return "not a picture (not a format Pillow reads, or empty)"
-    if pillow_reads(reader):
+    _, kind, format_name, reader = picture
+    if pillow_reads(format_name):
         return f"not a readable picture ({kind} file cut short or damaged)"
-    return f"{kind} picture, which this Pillow cannot read: save it as JPEG, or install {install}"
+    return f"{kind} picture, which this Pillow cannot read: save it as JPEG, or install {reader}"
+
+
+def undecodable_picture(path, error):
+    """The refusal, in one line, of a picture whose reader failed on it."""
+    picture = iso_media_picture(path)  # whose readers' errors are long, and speak of boxes and planes
+    reason = f"{picture[1]} file cut short or damaged" if picture else " ".join(str(error).split())
+    return DataError(f"not a readable picture ({reason})")
 
 
 def pillow_reads(format_name):
-    """Whether Pillow has a reader for a format (AVIF: recent Pillows, built with libavif; HEIF: from pillow-heif)."""
+    """Whether Pillow has a reader for a format (AVIF: Pillow 11.3 on, from PyPI; HEIF: from pillow-heif)."""
+    Image.init()  # all of Pillow's readers registered, as they are once Image.open has looked beyond the common ones
     return format_name in Image.ID and (format_name != "AVIF" or "avif" in features.get_supported_modules())
+
+
+def iso_media_picture(path):
+    """The entry of ISO_MEDIA_PICTURES that a file's brands name (a HEIC or an AVIF), or None."""
+    brands = iso_media_brands(path)
+    return next((entry for entry in ISO_MEDIA_PICTURES if brands & entry[0]), None)
 
 
 def iso_media_brands(path):

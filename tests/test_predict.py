@@ -365,7 +365,7 @@ def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path
         (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "IMG_0001.HEIC", "a.png", "b.JPG", "c.jpeg",
                                   "d.gif", "elsewhere/1/u.png", "f.avif")]
     assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
-    with pytest.raises(analysis.DataError, match="no pictures \\(.png, .jpg, .*\\) in this folder or its subfolders"):
+    with pytest.raises(analysis.DataError, match=re.escape(f"no pictures ({analysis.PICTURE_FORMATS} files) in this folder")):
         analysis.pictures_in(tmp_path / "e.png")
 
 
@@ -463,7 +463,7 @@ def iso_media_header(brand, compatible):
      "the pillow-heif package (`pip install pillow-heif`)")),
     (b"mif1", [b"heic", b"miaf"], "HEIF", "a HEIC picture, which this Pillow cannot read"),
     (b"avif", [b"mif1", b"miaf"], "AVIF", ("an AVIF picture, which this Pillow cannot read: save it as JPEG, or install "
-     "a newer Pillow (`pip install -U pillow`)")),
+     "Pillow 11.3 or later (`pip install -U pillow`)")),
     (b"mif1", [b"avif", b"miaf"], "AVIF", "an AVIF picture"),
     (b"isom", [b"mp41"], None, "not a picture (not a format Pillow reads, or empty)"),  # a video
 ])
@@ -481,8 +481,48 @@ def test_a_phone_s_heic_or_an_avif_picture_pillow_cannot_read_says_what_would(
 
 
 def test_pillow_s_readers_are_told_apart():
-    assert analysis.pillow_reads("PNG")
+    assert analysis.pillow_reads("PNG") and analysis.pillow_reads("TIFF")  # TIFF: a reader Pillow loads on demand
     assert not analysis.pillow_reads("NO SUCH FORMAT")
+
+
+@pytest.mark.parametrize("header, failure, message", [
+    (iso_media_header(b"avif", [b"mif1"]), RuntimeError("Failed to decode frame 0: Decoding of color planes failed"),
+     "not a readable picture (an AVIF file cut short or damaged)"),
+    (iso_media_header(b"heic", [b"mif1"]), ValueError("Invalid input: Unexpected end of file: Extent in iloc box\n"),
+     "not a readable picture (a HEIC file cut short or damaged)"),
+    (b"\x89PNG", SyntaxError("broken PNG file\n (chunk 3)"), "not a readable picture (broken PNG file (chunk 3))"),
+])
+def test_a_reader_s_failure_is_one_line(tmp_path, monkeypatch, header, failure, message):  # as Pillow's AVIF reader
+    def failing(path, longest):
+        raise failure
+
+    path = tmp_path / "picture"
+    path.write_bytes(header + bytes(100))
+    monkeypatch.setattr(analysis, "opened_picture", failing)
+    with pytest.raises(analysis.DataError) as refusal:
+        analysis.load_drawing(path)
+    assert str(refusal.value) == message
+
+
+@pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
+def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, monkeypatch, suffix):
+    photo, picture = tmp_path / f"IMG_0001{suffix}", mnist_photo(mnist.x_test[0], np.random.default_rng(0))
+    if suffix == ".HEIC":
+        pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
+        pillow_heif.from_pillow(picture).save(photo)
+        for registry in ("ID", "OPEN", "SAVE", "SAVE_ALL", "MIME", "EXTENSION"):  # as they were, once the test ends
+            monkeypatch.setattr(Image, registry, getattr(Image, registry).copy())
+        analysis.register_heif_reader()
+    elif analysis.pillow_reads("AVIF"):
+        picture.save(photo)
+    else:
+        pytest.skip("this Pillow has no AVIF reader (Pillow 11.3 and later from PyPI have one)")
+    whole = photo.read_bytes()
+    for kept in (len(whole) // 2, len(whole) - 100):  # cut short, as a download that stopped
+        photo.write_bytes(whole[:kept])
+        kind = "a HEIC" if suffix == ".HEIC" else "an AVIF"
+        with pytest.raises(analysis.DataError, match=re.escape(f"not a readable picture ({kind} file cut short or damaged)")):
+            analysis.load_drawing(photo)
 
 
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):
@@ -529,8 +569,8 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        (f"{tmp_path}/empty: error: no pictures (.png, .jpg, .jpeg, .gif, .bmp, .tif, .tiff, .webp, .heic, .heif, .avif) "
-        "in this folder or its subfolders")]
+        (f"{tmp_path}/empty: error: no pictures (PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF files) in this folder or "
+        "its subfolders")]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
     for line, path in zip(lines, paths + photos):
@@ -548,9 +588,8 @@ def test_a_heic_or_avif_photo_is_read_where_pillow_can(trained, mnist, tmp_path,
         pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
         pillow_heif.from_pillow(picture).save(photo)
     else:
-        Image.init()
         if not analysis.pillow_reads("AVIF"):
-            pytest.skip("this Pillow has no AVIF reader (recent ones, built with libavif, have one)")
+            pytest.skip("this Pillow has no AVIF reader (Pillow 11.3 and later from PyPI have one)")
         picture.save(photo)
     result = run_cli("--predict", photo, "--model", trained[0] / "models" / "new" / "model.keras")
     assert result.returncode == 0, result.stderr
