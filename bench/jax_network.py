@@ -5,9 +5,10 @@ to install): what a training epoch's arithmetic costs there. Not the script's ow
 runs TensorFlow with tf.data augmenting each batch on the CPU: here un-augmented MNIST is fed from
 numpy arrays, so the test accuracy printed is not the recipe's.
 
-    KERAS_BACKEND=jax python bench/jax_network.py [--epochs 3]
+    python bench/jax_network.py [--epochs 3]
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -39,6 +40,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3, help="epochs per case; the first includes compiling")
     epochs = parser.parse_args().epochs
     analysis.keras = keras  # import_libraries would force the TensorFlow backend
+    keras.config.set_image_data_format("channels_last")  # as analysis.configure_runtime sets it
     print("jax", jax.__version__, "keras", keras.__version__, "devices", jax.devices(), flush=True)
     data = analysis.load_data()
     training = 54000  # as the recipe's 10 % validation holdout leaves
@@ -49,7 +51,7 @@ def main():
     for policy, batch in CASES:
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(1)
-        steps = epochs * (training // batch)
+        steps = epochs * math.ceil(training / batch)  # fit's steps, the last batch of each epoch partial
         model = analysis.compile_model(analysis.build_model(analysis.batchnorm_momentum(steps)), 5e-3, steps,
                                        xla=True, steps_per_execution=8)
         print(f"{policy}, batch {batch}:", flush=True)
@@ -59,7 +61,7 @@ def main():
         started = time.perf_counter()
         _, accuracy = model.evaluate(test_images, test_labels, batch_size=analysis.INFERENCE_BATCH, verbose=0)
         print(f"  fit {fitted:.1f} s; evaluate {time.perf_counter() - started:.2f} s; test accuracy {accuracy:.4f} "
-              f"(un-augmented, {epochs} epochs)", flush=True)
+              f"(un-augmented; epochs: {epochs})", flush=True)
 
 
 if __name__ == "__main__":

@@ -182,10 +182,6 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
-    (["--epochs", "1_0"], "--epochs: '1_0' is not a whole number"),  # a typo, though Python's int reads 10
-    (["--seed", "\u0663"], "--seed: '\u0663' is not a whole number"),  # an Arabic-Indic 3
-    (["--lr", "0.00_5"], "--lr: '0.00_5' is not a number"),
-    (["--lr", "\uff15e-3"], "--lr: '\uff15e-3' is not a number"),  # a full-width 5
     (["--epoch", "3"], "unrecognized arguments"),
     (["--lr", "1e-45"], "--lr: must be from 2.9e-37 to 3.4e+38, not 1e-45"),  # the warm-up's lr/25 would be 0
 ])
@@ -196,6 +192,18 @@ def test_bad_flags_exit_2_with_one_line(flags, message):
     assert status == 2
     assert len(stderr.splitlines()) == 1 and stderr.startswith("analysis.py: error: ") and message in stderr
     assert "Epoch" not in stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "1_0"], "--epochs: '1_0' is not a whole number"),  # a typo, though Python's int reads 10
+    (["--seed", "\u0663"], "--seed: '\u0663' is not a whole number"),  # an Arabic-Indic 3
+    (["--lr", "0.00_5"], "--lr: '0.00_5' is not a number"),
+    (["--lr", "\uff15e-3"], "--lr: '\uff15e-3' is not a number"),  # a full-width 5
+])
+def test_numbers_are_written_in_ascii_digits_without_underscores(capsys, flags, message):  # parsed alone: no training
+    with pytest.raises(SystemExit) as exit:
+        analysis.parse_args(flags)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_predict_given_twice_classifies_the_pictures_of_both():
