@@ -996,14 +996,30 @@ def save_model(model, path):
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".hif", ".avif")
 PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF"  # the suffixes' formats, for people
-# Pictures in ISO media files, known by the brands their 'ftyp' box names: what to call one, Pillow's
-# name for its format, and what reads it where Pillow does not
-ISO_MEDIA_PICTURES = (
-    ({b"avif", b"avis"}, "an AVIF", "AVIF", "Pillow 11.3 or later (`pip install -U pillow`)"),
-    ({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}, "a HEIC", "HEIF",
-     "the pillow-heif package (`pip install pillow-heif`)"),  # iPhones' photos, and cameras' .hif
-)
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
+
+
+@dataclass(frozen=True)
+class IsoMediaPicture:
+    """A kind of picture in an ISO media file, known by the brands its 'ftyp' box names."""
+
+    brands: frozenset
+    kind: str  # what to call one
+    format_name: str  # Pillow's name for the format
+    reader: str  # what reads it where Pillow does not
+
+    @property
+    def damaged(self):
+        """The refusal of such a file that its reader could not decode."""
+        return f"not a readable picture ({self.kind} file cut short or damaged)"
+
+
+ISO_MEDIA_PICTURES = (
+    IsoMediaPicture(frozenset({b"avif", b"avis"}), "an AVIF", "AVIF",
+                    "a Pillow with AVIF support (11.3 or later from PyPI: `pip install -U pillow`)"),
+    IsoMediaPicture(frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1",
+                               b"msf1"}), "a HEIC", "HEIF", "the pillow-heif package (`pip install pillow-heif`)"),
+)  # HEIC: iPhones' photos, and cameras' .hif
 
 
 def pictures_in(path):
@@ -1074,10 +1090,13 @@ def load_drawing(path, longest=WORKING_SIDE):
     milliseconds; transparency is flattened onto whichever of white and black sets off what is
     drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped. Pillow's warnings about
     quirks of a file it has read anyway are not shown: each picture gets one line."""
+    reading = True  # until the reader has decoded the pixels: what fails then is the file, or its reader
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with opened_picture(path, longest) as image:
+                image.load()
+                reading = False
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
                     image = eight_bit_gray(image)
@@ -1089,9 +1108,11 @@ def load_drawing(path, longest=WORKING_SIDE):
     except OSError as error:
         if error.strerror:  # missing, unreadable, a directory
             raise DataError(f"cannot read it ({error.strerror})") from None
-        raise undecodable_picture(path, error) from None
-    except (SyntaxError, ValueError, EOFError, RuntimeError) as error:  # RuntimeError: Pillow's AVIF reader
-        raise undecodable_picture(path, error) from None
+        raise undecodable_picture(path, error, reading) from None
+    except (SyntaxError, ValueError, EOFError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not reading:  # Pillow's AVIF reader raises it; the steps after, never
+            raise
+        raise undecodable_picture(path, error, reading) from None
     if max(gray.size) > longest:
         gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
     return np.asarray(gray, np.float32) / 255
@@ -1127,17 +1148,15 @@ def unidentified_picture(path):
     picture = iso_media_picture(path)
     if picture is None:
         return "not a picture (not a format Pillow reads, or empty)"
-    _, kind, format_name, reader = picture
-    if pillow_reads(format_name):
-        return f"not a readable picture ({kind} file cut short or damaged)"
-    return f"{kind} picture, which this Pillow cannot read: save it as JPEG, or install {reader}"
+    if pillow_reads(picture.format_name):
+        return picture.damaged
+    return f"{picture.kind} picture, which this Pillow cannot read: save it as JPEG, or install {picture.reader}"
 
 
-def undecodable_picture(path, error):
-    """The refusal, in one line, of a picture whose reader failed on it."""
-    picture = iso_media_picture(path)  # whose readers' errors are long, and speak of boxes and planes
-    reason = f"{picture[1]} file cut short or damaged" if picture else " ".join(str(error).split())
-    return DataError(f"not a readable picture ({reason})")
+def undecodable_picture(path, error, reading):
+    """The refusal, in one line, of a picture that failed while being read (`reading`) or prepared."""
+    picture = iso_media_picture(path) if reading else None  # whose readers' errors speak of boxes and planes
+    return DataError(picture.damaged if picture else f"not a readable picture ({' '.join(str(error).split())})")
 
 
 def pillow_reads(format_name):
@@ -1147,9 +1166,9 @@ def pillow_reads(format_name):
 
 
 def iso_media_picture(path):
-    """The entry of ISO_MEDIA_PICTURES that a file's brands name (a HEIC or an AVIF), or None."""
+    """The IsoMediaPicture that a file's brands name (a HEIC or an AVIF), or None."""
     brands = iso_media_brands(path)
-    return next((entry for entry in ISO_MEDIA_PICTURES if brands & entry[0]), None)
+    return next((picture for picture in ISO_MEDIA_PICTURES if brands & picture.brands), None)
 
 
 def iso_media_brands(path):

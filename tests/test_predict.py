@@ -5,13 +5,15 @@ import io
 import os
 import re
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import keras, run_cli, script_lines, tensorflow_log_lines
+from conftest import ROOT, keras, run_cli, script_lines, tensorflow_log_lines
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -345,7 +347,7 @@ def listed(entries, root):
 
 def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path):
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg", "7/x.png", "10/y.webp",
-                 "IMG_0001.HEIC", "f.avif", "clip.MOV",
+                 "IMG_0001.HEIC", "f.avif", "g.hif", "clip.MOV",
                  "7/deeper/z.bmp", ".git/w.png", "7/.v.png", "elsewhere/1/u.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True, parents=True)
         (tmp_path / name).write_bytes(b"")
@@ -363,7 +365,7 @@ def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path
     (tmp_path / "a-link").unlink()
     assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
         (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "IMG_0001.HEIC", "a.png", "b.JPG", "c.jpeg",
-                                  "d.gif", "elsewhere/1/u.png", "f.avif")]
+                                  "d.gif", "elsewhere/1/u.png", "f.avif", "g.hif")]
     assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
     with pytest.raises(analysis.DataError, match=re.escape(f"no pictures ({analysis.PICTURE_FORMATS} files) in this folder")):
         analysis.pictures_in(tmp_path / "e.png")
@@ -463,7 +465,7 @@ def iso_media_header(brand, compatible):
      "the pillow-heif package (`pip install pillow-heif`)")),
     (b"mif1", [b"heic", b"miaf"], "HEIF", "a HEIC picture, which this Pillow cannot read"),
     (b"avif", [b"mif1", b"miaf"], "AVIF", ("an AVIF picture, which this Pillow cannot read: save it as JPEG, or install "
-     "Pillow 11.3 or later (`pip install -U pillow`)")),
+     "a Pillow with AVIF support (11.3 or later from PyPI: `pip install -U pillow`)")),
     (b"mif1", [b"avif", b"miaf"], "AVIF", "an AVIF picture"),
     (b"isom", [b"mp41"], None, "not a picture (not a format Pillow reads, or empty)"),  # a video
 ])
@@ -480,9 +482,10 @@ def test_a_phone_s_heic_or_an_avif_picture_pillow_cannot_read_says_what_would(
         analysis.load_drawing(path)
 
 
-def test_pillow_s_readers_are_told_apart():
-    assert analysis.pillow_reads("PNG") and analysis.pillow_reads("TIFF")  # TIFF: a reader Pillow loads on demand
-    assert not analysis.pillow_reads("NO SUCH FORMAT")
+def test_pillow_s_readers_are_told_apart():  # in a fresh process, where Pillow has loaded only its common readers
+    asked = "import analysis; print(*map(analysis.pillow_reads, ['PNG', 'TIFF', 'NO SUCH FORMAT']))"
+    answer = subprocess.run([sys.executable, "-c", asked], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert answer.stdout.split() == ["True", "True", "False"]  # TIFF: a reader Pillow loads on demand
 
 
 @pytest.mark.parametrize("header, failure, message", [
@@ -504,12 +507,32 @@ def test_a_reader_s_failure_is_one_line(tmp_path, monkeypatch, header, failure, 
     assert str(refusal.value) == message
 
 
+@pytest.mark.parametrize("failure, refusal", [
+    (ValueError("corrupt EXIF\n data"), "not a readable picture (corrupt EXIF data)"),  # as it is, on one line
+    (RuntimeError("a fault of the script's own"), None),  # not the file's: its traceback reports it
+])
+def test_a_failure_after_the_pixels_are_read_is_not_called_damage(tmp_path, monkeypatch, failure, refusal):
+    def failing(image):
+        raise failure
+
+    readable = tmp_path / "grey.png"
+    Image.new("L", (8, 8), 128).save(readable)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(iso_media_header(b"heic", [b"mif1"]) + bytes(100))
+    monkeypatch.setattr(analysis, "opened_picture", lambda path, longest: Image.open(readable))
+    monkeypatch.setattr(analysis.ImageOps, "exif_transpose", failing)  # the first step after reading
+    with pytest.raises(analysis.DataError if refusal else RuntimeError) as raised:
+        analysis.load_drawing(path)
+    assert refusal is None or str(raised.value) == refusal
+
+
 @pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
 def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, monkeypatch, suffix):
     photo, picture = tmp_path / f"IMG_0001{suffix}", mnist_photo(mnist.x_test[0], np.random.default_rng(0))
     if suffix == ".HEIC":
         pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
         pillow_heif.from_pillow(picture).save(photo)
+        Image.init()  # every reader of Pillow's own registered for good, before the registries are copied
         for registry in ("ID", "OPEN", "SAVE", "SAVE_ALL", "MIME", "EXTENSION"):  # as they were, once the test ends
             monkeypatch.setattr(Image, registry, getattr(Image, registry).copy())
         analysis.register_heif_reader()
@@ -521,8 +544,9 @@ def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, 
     for kept in (len(whole) // 2, len(whole) - 100):  # cut short, as a download that stopped
         photo.write_bytes(whole[:kept])
         kind = "a HEIC" if suffix == ".HEIC" else "an AVIF"
-        with pytest.raises(analysis.DataError, match=re.escape(f"not a readable picture ({kind} file cut short or damaged)")):
+        with pytest.raises(analysis.DataError) as refusal:
             analysis.load_drawing(photo)
+        assert str(refusal.value) == f"not a readable picture ({kind} file cut short or damaged)"
 
 
 def mnist_photo(digit, rng, scale=8, canvas=(480, 640)):
