@@ -540,10 +540,9 @@ def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, 
         picture.save(photo)
     else:
         pytest.skip("this Pillow has no AVIF reader (Pillow 11.3 and later from PyPI have one)")
-    whole = photo.read_bytes()
+    whole, kind = photo.read_bytes(), "a HEIC" if suffix == ".HEIC" else "an AVIF"
     for kept in (len(whole) // 2, len(whole) - 100):  # cut short, as a download that stopped
         photo.write_bytes(whole[:kept])
-        kind = "a HEIC" if suffix == ".HEIC" else "an AVIF"
         with pytest.raises(analysis.DataError) as refusal:
             analysis.load_drawing(photo)
         assert str(refusal.value) == f"not a readable picture ({kind} file cut short or damaged)"
