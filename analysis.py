@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -1009,7 +1010,7 @@ class IsoMediaPicture:
     reader: str  # what reads it where Pillow does not
 
     @property
-    def damaged(self):
+    def damaged_refusal(self):
         """The refusal of such a file that its reader could not decode."""
         return f"not a readable picture ({self.kind} file cut short or damaged)"
 
@@ -1018,8 +1019,9 @@ ISO_MEDIA_PICTURES = (
     IsoMediaPicture(frozenset({b"avif", b"avis"}), "an AVIF", "AVIF",
                     "a Pillow with AVIF support (11.3 or later from PyPI: `pip install -U pillow`)"),
     IsoMediaPicture(frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1",
-                               b"msf1"}), "a HEIC", "HEIF", "the pillow-heif package (`pip install pillow-heif`)"),
-)  # HEIC: iPhones' photos, and cameras' .hif
+                               b"msf1"}), "a HEIC", "HEIF",  # iPhones' photos, and cameras' .hif
+                    "the pillow-heif package (`pip install pillow-heif`)"),
+)
 
 
 def pictures_in(path):
@@ -1090,14 +1092,14 @@ def load_drawing(path, longest=WORKING_SIDE):
     milliseconds; transparency is flattened onto whichever of white and black sets off what is
     drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped. Pillow's warnings about
     quirks of a file it has read anyway are not shown: each picture gets one line."""
-    reading = True  # until the reader has decoded the pixels: what fails then is the file, or its reader
+    decoding = True  # what fails until the pixels are decoded is the file, or its reader
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with opened_picture(path, longest) as image:
                 image.load()
-                reading = False
-                image = ImageOps.exif_transpose(image)
+                decoding = False
+                image = upright(image)
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
                     image = eight_bit_gray(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -1108,14 +1110,22 @@ def load_drawing(path, longest=WORKING_SIDE):
     except OSError as error:
         if error.strerror:  # missing, unreadable, a directory
             raise DataError(f"cannot read it ({error.strerror})") from None
-        raise undecodable_picture(path, error, reading) from None
+        raise unreadable_picture(path, error, decoding=decoding) from None
     except (SyntaxError, ValueError, EOFError, RuntimeError) as error:
-        if isinstance(error, RuntimeError) and not reading:  # Pillow's AVIF reader raises it; the steps after, never
-            raise
-        raise undecodable_picture(path, error, reading) from None
+        if isinstance(error, RuntimeError) and not decoding:  # Pillow's AVIF reader raises it; after it, a fault
+            raise  # of the script's own, reported by its traceback
+        raise unreadable_picture(path, error, decoding=decoding) from None
     if max(gray.size) > longest:
         gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
     return np.asarray(gray, np.float32) / 255
+
+
+def upright(image):
+    """The picture turned as its EXIF orientation says; as it is where its EXIF cannot be parsed (its pixels can)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error):  # a damaged EXIF block
+        return image
 
 
 def opened_picture(path, longest):
@@ -1149,14 +1159,14 @@ def unidentified_picture(path):
     if picture is None:
         return "not a picture (not a format Pillow reads, or empty)"
     if pillow_reads(picture.format_name):
-        return picture.damaged
+        return picture.damaged_refusal
     return f"{picture.kind} picture, which this Pillow cannot read: save it as JPEG, or install {picture.reader}"
 
 
-def undecodable_picture(path, error, reading):
-    """The refusal, in one line, of a picture that failed while being read (`reading`) or prepared."""
-    picture = iso_media_picture(path) if reading else None  # whose readers' errors speak of boxes and planes
-    return DataError(picture.damaged if picture else f"not a readable picture ({' '.join(str(error).split())})")
+def unreadable_picture(path, error, decoding):
+    """The refusal, in one line, of a picture that Pillow failed to decode (`decoding`) or to convert."""
+    picture = iso_media_picture(path) if decoding else None  # whose readers' errors speak of boxes and planes
+    return DataError(picture.damaged_refusal if picture else f"not a readable picture ({' '.join(str(error).split())})")
 
 
 def pillow_reads(format_name):

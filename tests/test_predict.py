@@ -507,8 +507,19 @@ def test_a_reader_s_failure_is_one_line(tmp_path, monkeypatch, header, failure, 
     assert str(refusal.value) == message
 
 
+@pytest.mark.parametrize("exif", [b"Exif\0\0MM\0*\0\0", b"Exif\0\0XX\0*garbagegarbage"])  # cut short; not TIFF
+@pytest.mark.parametrize("suffix", [".png", ".webp"])
+def test_a_picture_whose_exif_block_is_damaged_is_read_unturned(tmp_path, exif, suffix):
+    path = tmp_path / f"digit{suffix}"
+    picture = Image.new("L", (40, 30), 220)
+    ImageDraw.Draw(picture).line((20, 5, 20, 25), fill=20, width=3)
+    picture.save(path, exif=exif, lossless=True)  # WebP: lossless; PNG has no other kind
+    np.testing.assert_array_equal(analysis.load_drawing(path), np.asarray(picture, np.float32) / 255)
+
+
 @pytest.mark.parametrize("failure, refusal", [
-    (ValueError("corrupt EXIF\n data"), "not a readable picture (corrupt EXIF data)"),  # as it is, on one line
+    (ValueError("conversion from LAB\n to RGB not supported"),  # as Pillow words it, on one line
+     "not a readable picture (conversion from LAB to RGB not supported)"),
     (RuntimeError("a fault of the script's own"), None),  # not the file's: its traceback reports it
 ])
 def test_a_failure_after_the_pixels_are_read_is_not_called_damage(tmp_path, monkeypatch, failure, refusal):
@@ -520,7 +531,7 @@ def test_a_failure_after_the_pixels_are_read_is_not_called_damage(tmp_path, monk
     path = tmp_path / "IMG_0001.HEIC"
     path.write_bytes(iso_media_header(b"heic", [b"mif1"]) + bytes(100))
     monkeypatch.setattr(analysis, "opened_picture", lambda path, longest: Image.open(readable))
-    monkeypatch.setattr(analysis.ImageOps, "exif_transpose", failing)  # the first step after reading
+    monkeypatch.setattr(analysis, "upright", failing)  # the first step after decoding
     with pytest.raises(analysis.DataError if refusal else RuntimeError) as raised:
         analysis.load_drawing(path)
     assert refusal is None or str(raised.value) == refusal
