@@ -1091,10 +1091,11 @@ def load_drawing(path, longest=WORKING_SIDE):
     JPEGs are decoded straight at a reduced scale, so a 12-megapixel photo opens in tens of
     milliseconds; transparency is flattened onto whichever of white and black sets off what is
     drawn; 16-bit, 32-bit and floating-point pixels are scaled, not clipped. Pillow's warnings about
-    quirks of a file it has read anyway are not shown: each picture gets one line."""
+    quirks of a file it has read anyway are not shown, nor what libtiff prints of a damaged TIFF: each picture
+    gets one line."""
     decoding = True  # what fails until the pixels are decoded is the file, or its reader
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stderr_silenced():
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with opened_picture(path, longest) as image:
                 image.load()

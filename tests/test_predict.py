@@ -299,6 +299,20 @@ def test_a_jpeg_over_the_limit_whose_first_scan_holds_one_colour_channel_is_refu
         analysis.load_drawing(tmp_path / "scans.jpg", longest=250)
 
 
+def test_what_libtiff_prints_of_a_damaged_scan_is_not_shown(tmp_path, capfd):  # on descriptor 2, below Python
+    path = tmp_path / "scan.tif"
+    page = Image.new("1", (200, 200), 1)
+    ImageDraw.Draw(page).line((100, 20, 100, 180), fill=0, width=12)
+    page.save(path, compression="group4")  # as office scanners write them: a header, the strip, the directory
+    damaged = bytearray(path.read_bytes())
+    strip_end = int.from_bytes(damaged[4:8], "little")  # where the directory begins
+    damaged[(8 + strip_end) // 2] = 0  # a byte of it lost, halfway
+    path.write_bytes(damaged)
+    with contextlib.suppress(analysis.DataError):
+        analysis.load_drawing(path)
+    assert capfd.readouterr().err == ""
+
+
 def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
     png = io.BytesIO()
     Image.fromarray((stroke_image(size=(64, 64), box=(10, 20, 54, 30)) * 255).astype(np.uint8)).save(png, "PNG")
