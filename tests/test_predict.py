@@ -551,20 +551,28 @@ def test_a_failure_after_the_pixels_are_read_is_not_called_damage(tmp_path, monk
     assert refusal is None or str(raised.value) == refusal
 
 
-@pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
-def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, monkeypatch, suffix):
-    photo, picture = tmp_path / f"IMG_0001{suffix}", mnist_photo(mnist.x_test[0], np.random.default_rng(0))
+def phone_photo(digit, folder, suffix):
+    """An MNIST digit as a photo saved as HEIC (by pillow-heif, leaving Pillow's readers as they are) or AVIF;
+    the test skipped where that cannot be written."""
+    photo, picture = folder / f"IMG_0001{suffix}", mnist_photo(digit, np.random.default_rng(0))
     if suffix == ".HEIC":
         pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
         pillow_heif.from_pillow(picture).save(photo)
-        Image.init()  # every reader of Pillow's own registered for good, before the registries are copied
-        for registry in ("ID", "OPEN", "SAVE", "SAVE_ALL", "MIME", "EXTENSION"):  # as they were, once the test ends
-            monkeypatch.setattr(Image, registry, getattr(Image, registry).copy())
-        analysis.register_heif_reader()
     elif analysis.pillow_reads("AVIF"):
         picture.save(photo)
     else:
         pytest.skip("this Pillow has no AVIF reader (Pillow 11.3 and later from PyPI have one)")
+    return photo
+
+
+@pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
+def test_a_heic_or_avif_photo_cut_short_is_refused_in_one_line(mnist, tmp_path, monkeypatch, suffix):
+    photo = phone_photo(mnist.x_test[0], tmp_path, suffix)
+    if suffix == ".HEIC":
+        Image.init()  # every reader of Pillow's own registered for good, before the registries are copied
+        for registry in ("ID", "OPEN", "SAVE", "SAVE_ALL", "MIME", "EXTENSION"):  # as they were, once the test ends
+            monkeypatch.setattr(Image, registry, getattr(Image, registry).copy())
+        analysis.register_heif_reader()
     whole, kind = photo.read_bytes(), "a HEIC" if suffix == ".HEIC" else "an AVIF"
     for kept in (len(whole) // 2, len(whole) - 100):  # cut short, as a download that stopped
         photo.write_bytes(whole[:kept])
@@ -631,14 +639,7 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
 
 @pytest.mark.parametrize("suffix", [".HEIC", ".avif"])
 def test_a_heic_or_avif_photo_is_read_where_pillow_can(trained, mnist, tmp_path, suffix):
-    photo, picture = tmp_path / f"IMG_0001{suffix}", mnist_photo(mnist.x_test[0], np.random.default_rng(0))
-    if suffix == ".HEIC":  # written by pillow-heif itself, leaving Pillow's readers as they are
-        pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif, not needed by the script, is not installed")
-        pillow_heif.from_pillow(picture).save(photo)
-    else:
-        if not analysis.pillow_reads("AVIF"):
-            pytest.skip("this Pillow has no AVIF reader (Pillow 11.3 and later from PyPI have one)")
-        picture.save(photo)
+    photo = phone_photo(mnist.x_test[0], tmp_path, suffix)
     result = run_cli("--predict", photo, "--model", trained[0] / "models" / "new" / "model.keras")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{photo}: {mnist.y_test[0]} (confidence ")
