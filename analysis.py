@@ -266,7 +266,7 @@ def check_arrays(arrays, source):
 def load_data(path=None):
     """Load a dataset from an IDX directory or .npz; the bundled, pin-checked MNIST by default."""
     path = Path(path) if path else BUNDLED_DATA
-    bundled = path.resolve() == BUNDLED_DATA
+    bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link (a shared copy, git-annex)
     if path.is_dir():
         arrays, sha256 = load_idx_directory(path, verify_pins=bundled)
     elif path.is_file() or path.is_fifo():  # a pipe, as from `--data <(gunzip -c mnist.npz.gz)`

@@ -156,6 +156,18 @@ def test_altered_bundled_file_fails_the_pin_check(tmp_path, monkeypatch):
         analysis.load_data()
 
 
+def test_a_linked_bundled_folder_is_still_pin_checked(tmp_path, monkeypatch):
+    copy = tmp_path / "elsewhere" / "mnist"
+    shutil.copytree(analysis.BUNDLED_DATA, copy)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "data" / "mnist").symlink_to(copy, target_is_directory=True)
+    monkeypatch.setattr(analysis, "BUNDLED_DATA", tmp_path / "repo" / "data" / "mnist")
+    assert analysis.load_data().source.startswith("the bundled MNIST")
+    break_file(copy, "t10k-labels-idx1-ubyte", lambda raw: raw[:-1] + bytes([(raw[-1] + 1) % 10]))
+    with pytest.raises(analysis.DataError, match="does not match the published MNIST pin"):
+        analysis.load_data()
+
+
 def test_subsample_is_seeded_and_without_replacement():
     images, labels = np.arange(100)[:, None], np.arange(100)
     first = analysis.subsample(images, labels, 30, np.random.default_rng(5))
