@@ -1814,8 +1814,13 @@ def train_and_report(args):
                   map_parallelism(runtime.gpu), verbose=progress_display())
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    model, calibration = calibrate(model, validation, args.shift_average)
-    test_views = predict_views(model, x_test, args.shift_average)
+    try:
+        model, calibration = calibrate(model, validation, args.shift_average)
+        test_views = predict_views(model, x_test, args.shift_average)
+    except KeyboardInterrupt:
+        if args.save_model:
+            save_model_when_interrupted(model, args.save_model)
+        raise
     probabilities = average_views(test_views)
     evaluate_seconds = time.perf_counter() - started
 
@@ -1856,14 +1861,31 @@ def train_and_report(args):
     # printed even if one could not be.
     written, failures = write_each(writes)
     if "model" in written:
-        hint = str(args.save_model)
-        hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
-        report.append(printable(f"Saved the model to {args.save_model} (use it with --predict IMAGE --model "
-                                f"{shlex.quote(hint)})."))
+        report.append(saved_model_line(args.save_model))
     if reports := [name for name in written if name in REPORT_FILES]:
         what = "metrics.json and four pictures" if len(reports) == len(REPORT_FILES) else ", ".join(reports)
         report.append(printable(f"Wrote {what} to {args.output_dir}."))
     return print_report(report, failures)
+
+
+def save_model_when_interrupted(model, path):
+    """Save the trained model asked for when Ctrl-C stops its calibration or evaluation, and say so: the training,
+    the long part, is done. Uncalibrated if the temperature was not fitted yet."""
+    calibrated = any(layer.name == "temperature" for layer in model.layers)
+    try:
+        save_model(model if calibrated else float32_copy(model), path)
+    except (OSError, MemoryError) as error:
+        print(error_line(error), file=sys.stderr)
+        return
+    note = "" if calibrated else ", not calibrated (Ctrl-C came first): its confidences read low"
+    print(saved_model_line(path, note), flush=True)
+
+
+def saved_model_line(path, note=""):
+    """The report's line naming the saved model and how to use it."""
+    hint = str(path)
+    hint = os.path.join(os.curdir, hint) if hint.startswith("-") else hint  # not to be read as a flag
+    return printable(f"Saved the model to {path} (use it with --predict IMAGE --model {shlex.quote(hint)}){note}.")
 
 
 def write_each(writes):

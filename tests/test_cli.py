@@ -535,6 +535,27 @@ def test_ctrl_c_stops_the_writes_that_are_left():
     assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
 
 
+@pytest.mark.parametrize("interrupted", ["calibrate", "predict_views"])
+def test_ctrl_c_after_training_still_saves_the_model_asked_for(tmp_path, monkeypatch, interrupted):
+    step, calls = getattr(analysis, interrupted), []
+
+    def stopped(*args, **kwargs):  # calibrate at once; predict_views on the test set, after calibration's call
+        calls.append(interrupted)
+        if interrupted == "calibrate" or len(calls) == 2:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, interrupted, stopped)
+    model = tmp_path / "models" / "m.keras"
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", model, "--output-dir", tmp_path / "out"])
+    assert status == 130 and script_lines(stderr) == ["error: interrupted"]
+    assert stdout.splitlines()[-1].startswith(f"Saved the model to {model} (use it with --predict IMAGE --model ")
+    calibrated = interrupted == "predict_views"
+    assert ("not calibrated" in stdout) != calibrated and "Loss:" not in stdout
+    assert (analysis.load_trained_model(model).get_layer("temperature").scale != 1) == calibrated
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
 def test_an_output_dir_that_is_a_link_loop_fails_with_one_line(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
