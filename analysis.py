@@ -1582,7 +1582,8 @@ def load_trained_model(path):
     except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         if "safe_mode" in str(error):  # Keras' refusal to load a Lambda layer's Python code
             raise DataError(f"{path}: refused: it holds Python code (a Lambda layer) that loading would run") from None
-        reason = re.split(r"(?<=\.)\s", str(error).strip())[0] or type(error).__name__  # Keras' first sentence
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)  # not in quotes
+        reason = re.split(r"(?<=\.)\s", text.strip())[0] or type(error).__name__  # Keras' first sentence
         raise DataError(f"{path}: not a readable .keras model ({textwrap.shorten(reason, 200)})") from None
     if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
         raise DataError(f"{path}: not a digit model of this script (it maps {model.input_shape} to "

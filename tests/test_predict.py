@@ -425,6 +425,15 @@ def test_a_model_of_another_kind_is_refused_with_a_reason(tmp_path, layers, reas
         analysis.load_trained_model(tmp_path / "notes.keras")
 
 
+def test_a_zip_that_is_not_a_model_is_refused_in_keras_words_without_extra_quotes(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.zeros(3))
+    (tmp_path / "data.npz").rename(tmp_path / "data.keras")
+    with pytest.raises(analysis.DataError) as refused:
+        analysis.load_trained_model(tmp_path / "data.keras")
+    assert str(refused.value).startswith(f"{tmp_path / 'data.keras'}: not a readable .keras model (There is no item ")
+    assert '"' not in str(refused.value)
+
+
 def test_a_path_in_a_folder_that_cannot_be_entered_is_one_refusal(tmp_path, monkeypatch):
     def denied(path):  # what a folder without execute permission gives (root enters every folder)
         raise PermissionError(13, "Permission denied", str(path))
