@@ -904,7 +904,8 @@ def plot_confusion_matrix(matrix, path):
     errors = np.ma.masked_where(diagonal, matrix)
     axes.imshow(np.ma.masked_where(~diagonal, matrix), cmap="Greys", vmin=0, vmax=2.5 * matrix.max())
     image = axes.imshow(errors, cmap="Reds", vmin=0, vmax=max(1, errors.max()))
-    figure.colorbar(image, ax=axes, label="misclassified test images")
+    figure.colorbar(image, ax=axes, label="misclassified test images",
+                    ticks=matplotlib.ticker.MaxNLocator(integer=True))  # counts: no 0.5 of an image
     for (row, column), count in np.ndenumerate(matrix):
         strong = not diagonal[row, column] and count > 0.6 * errors.max()
         axes.text(column, row, count if count or diagonal[row, column] else "", ha="center", va="center",

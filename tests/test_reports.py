@@ -97,6 +97,18 @@ def test_confusion_matrix_picture_shows_the_errors_in_their_own_colour(tmp_path)
     assert reddish.sum() > 500  # the error's cell (and the colour bar's top) stand out
 
 
+@pytest.mark.parametrize("most", [1, 3, 7, 40])
+def test_the_colour_bar_counts_whole_images(tmp_path, monkeypatch, most):
+    figures = []
+    monkeypatch.setattr(analysis, "save_figure", lambda figure, path: figures.append(figure))
+    matrix = np.diag([100] * 10)
+    matrix[3, 5] = most
+    analysis.plot_confusion_matrix(matrix, tmp_path / "m.png")
+    colour_bar = figures[0].axes[-1]
+    ticks = [tick for tick in colour_bar.get_yticks() if 0 <= tick <= most]
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+
+
 def test_reliability_legend_stays_clear_of_the_bars(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(analysis, "save_figure", lambda figure, path: drawn.append(figure))
