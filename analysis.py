@@ -861,8 +861,7 @@ def versions():
 def write_atomically(path, write):
     """Call write(temporary_path), then rename into place, so a file appears whole or not at all.
 
-    Missing parent folders are created first, and removed again if the write fails or is interrupted."""
-    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]  # innermost first
+    Missing parent folders are created first."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder should be
@@ -873,14 +872,12 @@ def write_atomically(path, write):
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException as error:  # Ctrl-C too
+    except OSError as error:  # name the file asked for, not the temporary one (a full disk names none)
+        error.filename, error.filename2 = path, None
+        raise
+    finally:
         with contextlib.suppress(OSError):  # a read-only file system refuses even this: keep the first error
             temporary.unlink(missing_ok=True)
-            for folder in made:
-                folder.rmdir()  # only if still empty: another writer's file keeps it
-        if isinstance(error, OSError):  # name the file asked for, not the temporary one (a full disk names none)
-            error.filename, error.filename2 = path, None
-        raise
 
 
 def write_json(path, data):

@@ -148,18 +148,6 @@ def test_failed_write_leaves_nothing_behind_and_names_the_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
-def test_folders_made_for_a_failed_write_are_removed_again(tmp_path, stop):
-    def half_write(path):
-        path.write_text("half")
-        raise stop
-
-    (tmp_path / "kept").mkdir()
-    with pytest.raises(type(stop)):
-        analysis.write_atomically(tmp_path / "kept" / "new" / "newer" / "m.keras", half_write)
-    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and list((tmp_path / "kept").iterdir()) == []
-
-
 def test_two_writers_of_one_file_do_not_take_each_other_s_temporary(tmp_path):  # two runs, one --save-model
     path = tmp_path / "mnist_cnn_bfloat16_lr0.005_epochs9_seed1.keras"
 
