@@ -667,10 +667,11 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
 
 @contextlib.contextmanager
 def ctrl_c_between_steps():
-    """Hold Ctrl-C until the running steps end; yield the Keras callback that then stops training.
+    """Hold Ctrl-C until the running steps end; yield the Keras callback that then stops training or predicting.
 
     Interrupted inside a step, or while it is being traced, TensorFlow 2.21 may crash on the way out
-    ('free(): invalid next size') instead of exiting cleanly. A second Ctrl-C stops at once."""
+    ('free(): invalid next size') or raise a SystemError instead of exiting cleanly. A second Ctrl-C
+    stops at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -687,7 +688,8 @@ def ctrl_c_between_steps():
         return
     signal.signal(signal.SIGINT, hold)
     try:
-        yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed)
+        yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed,
+                                             on_predict_batch_end=stop_if_pressed)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -754,7 +756,9 @@ def predict_views(model, images, shift_average=True):
     """Log-probabilities of each view of the images, views x N x 10: the images alone, or with their shifts."""
     views = shifted_views(images) if shift_average else [images]
     tiny = np.finfo(np.float32).tiny
-    return np.stack([np.log(np.maximum(model.predict(inference_stream(view), verbose=0), tiny)) for view in views])
+    with ctrl_c_between_steps() as stop_on_ctrl_c:
+        return np.stack([np.log(np.maximum(model.predict(inference_stream(view), verbose=0, callbacks=[stop_on_ctrl_c]),
+                                           tiny)) for view in views])
 
 
 def average_views(log_probabilities):

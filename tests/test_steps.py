@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import io
+import signal
 import sys
 
 import numpy as np
@@ -603,3 +604,23 @@ def test_without_a_holdout_nothing_is_calibrated_and_the_run_says_so(capsys):
                      "validation_cross_entropy_after": None}
     assert calibrated.get_layer("temperature").scale == 1
     assert "the probabilities are not calibrated" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+def test_ctrl_c_while_predicting_is_held_until_a_batch_ends(monkeypatch):
+    model, batches = analysis.float32_copy(analysis.build_model()), []
+    real_predict = model.predict
+
+    def pressed_as_it_starts(*args, callbacks=(), **kwargs):  # while TensorFlow traces the step
+        signal.raise_signal(signal.SIGINT)
+        count = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: batches.append(batch))
+        return real_predict(*args, callbacks=[count, *callbacks], **kwargs)
+
+    monkeypatch.setattr(model, "predict", pressed_as_it_starts)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell may ignore SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            analysis.predict_views(model, np.zeros((2 * analysis.INFERENCE_BATCH, 28, 28), np.uint8))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert batches == [0]  # the first batch ran to its end; the interrupt came between batches
