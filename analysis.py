@@ -266,7 +266,7 @@ def check_arrays(arrays, source):
 def load_data(path=None):
     """Load a dataset from an IDX directory or .npz; the bundled, pin-checked MNIST by default."""
     path = Path(path) if path else BUNDLED_DATA
-    bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link (a shared copy, git-annex)
+    bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link to a shared copy
     if path.is_dir():
         arrays, sha256 = load_idx_directory(path, verify_pins=bundled)
     elif path.is_file() or path.is_fifo():  # a pipe, as from `--data <(gunzip -c mnist.npz.gz)`
@@ -1584,7 +1584,10 @@ def load_trained_model(path):
     except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         if "safe_mode" in str(error):  # Keras' refusal to load a Lambda layer's Python code
             raise DataError(f"{path}: refused: it holds Python code (a Lambda layer) that loading would run") from None
-        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)  # not in quotes
+        # A KeyError's text is its argument's repr: a sentence (zipfile's "There is no item named ...") reads
+        # better without the quotes, a bare key name with them
+        sentence = isinstance(error, KeyError) and error.args and " " in str(error.args[0])
+        text = str(error.args[0]) if sentence else str(error)
         reason = re.split(r"(?<=\.)\s", text.strip())[0] or type(error).__name__  # Keras' first sentence
         raise DataError(f"{path}: not a readable .keras model ({textwrap.shorten(reason, 200)})") from None
     if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
@@ -1820,13 +1823,15 @@ def train_and_report(args):
                   map_parallelism(runtime.gpu), verbose=progress_display())
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
+    calibrated = None
     try:
-        model, calibration = calibrate(model, validation, args.shift_average)
-        test_views = predict_views(model, x_test, args.shift_average)
+        calibrated, calibration = calibrate(model, validation, args.shift_average)
+        test_views = predict_views(calibrated, x_test, args.shift_average)
     except KeyboardInterrupt:
-        if args.save_model:
-            save_model_when_interrupted(model, args.save_model)
+        if args.save_model:  # the training, the long part, is done: keep what was asked for
+            raise save_model_when_interrupted(model, calibrated, args.save_model) from None
         raise
+    model = calibrated
     probabilities = average_views(test_views)
     evaluate_seconds = time.perf_counter() - started
 
@@ -1874,17 +1879,16 @@ def train_and_report(args):
     return print_report(report, failures)
 
 
-def save_model_when_interrupted(model, path):
-    """Save the trained model asked for when Ctrl-C stops its calibration or evaluation, and say so: the training,
-    the long part, is done. Uncalibrated if the temperature was not fitted yet."""
-    calibrated = any(layer.name == "temperature" for layer in model.layers)
+def save_model_when_interrupted(trained, calibrated, path):
+    """Save the model when Ctrl-C stops its calibration (`calibrated` None: saved uncalibrated) or evaluation, and
+    say so; return the KeyboardInterrupt to stop with, naming a save that failed."""
     try:
-        save_model(model if calibrated else float32_copy(model), path)
+        save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
-        print(error_line(error), file=sys.stderr)
-        return
-    note = "" if calibrated else ", not calibrated (Ctrl-C came first): its confidences read low"
+        return KeyboardInterrupt(f"the model was not saved: {error_message(error)}")
+    note = ", not calibrated (Ctrl-C came first): its confidences read low" if calibrated is None else ""
     print(saved_model_line(path, note), flush=True)
+    return KeyboardInterrupt()
 
 
 def saved_model_line(path, note=""):
@@ -2006,8 +2010,8 @@ def main(argv=None):
         if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
             return train_keeping_the_files(args)
         return train_and_report(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"error: interrupted{f'; {interrupt}' if interrupt.args else ''}", file=sys.stderr)
         return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
     except UsageError as error:
         parser.error(printable(str(error)))  # exits with 2
@@ -2028,13 +2032,18 @@ def reported_errors():
 
 def error_line(error):
     """The one line on standard error that says what went wrong."""
+    return f"error: {error_message(error)}"
+
+
+def error_message(error):
+    """What went wrong, in one printable line."""
     if isinstance(error, (DataError, SetupError, TrainingError)):
         text = str(error)
     elif isinstance(error, OSError):
         text = f"{error.strerror or error}: {error.filename}" if error.filename else str(error.strerror or error)
     else:  # out of memory, on the host or the GPU: the first line of TensorFlow's long message
         text = ": ".join([type(error).__name__, *str(error).splitlines()[:1]])
-    return f"error: {printable(text)}"
+    return printable(text)
 
 
 if __name__ == "__main__":

@@ -512,7 +512,7 @@ def test_a_report_file_that_cannot_be_written_does_not_cost_the_others(tmp_path)
 
 def raising(error):
     """A write that fails with `error`."""
-    def write():
+    def write(*args):
         raise error
     return write
 
@@ -535,25 +535,37 @@ def test_ctrl_c_stops_the_writes_that_are_left():
     assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
 
 
-@pytest.mark.parametrize("interrupted", ["calibrate", "predict_views"])
-def test_ctrl_c_after_training_still_saves_the_model_asked_for(tmp_path, monkeypatch, interrupted):
-    step, calls = getattr(analysis, interrupted), []
+def interrupted_after_training(monkeypatch, during):
+    """Make Ctrl-C come `during` "calibration" or "evaluation" of the SMOKE run's 500 test images."""
+    step = analysis.calibrate if during == "calibration" else analysis.predict_views
 
-    def stopped(*args, **kwargs):  # calibrate at once; predict_views on the test set, after calibration's call
-        calls.append(interrupted)
-        if interrupted == "calibrate" or len(calls) == 2:
+    def stopped(model, images, *args, **kwargs):
+        if during == "calibration" or len(images) == 500:
             raise KeyboardInterrupt
-        return step(*args, **kwargs)
+        return step(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(analysis, interrupted, stopped)
+    monkeypatch.setattr(analysis, step.__name__, stopped)
+
+
+@pytest.mark.parametrize("during", ["calibration", "evaluation"])
+def test_ctrl_c_after_training_still_saves_the_model_asked_for(tmp_path, monkeypatch, during):
+    interrupted_after_training(monkeypatch, during)
     model = tmp_path / "models" / "m.keras"
     status, stdout, stderr = run_main([*SMOKE, "--save-model", model, "--output-dir", tmp_path / "out"])
     assert status == 130 and script_lines(stderr) == ["error: interrupted"]
     assert stdout.splitlines()[-1].startswith(f"Saved the model to {model} (use it with --predict IMAGE --model ")
-    calibrated = interrupted == "predict_views"
+    calibrated = during == "evaluation"
     assert ("not calibrated" in stdout) != calibrated and "Loss:" not in stdout
     assert (analysis.load_trained_model(model).get_layer("temperature").scale != 1) == calibrated
     assert not (tmp_path / "out").exists()
+
+
+def test_a_save_that_fails_after_ctrl_c_is_named_in_the_one_line(tmp_path, monkeypatch):
+    interrupted_after_training(monkeypatch, "evaluation")
+    monkeypatch.setattr(analysis, "save_model", raising(OSError(errno.ENOSPC, "No space left on device")))
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras"])
+    assert status == 130 and "Saved the model" not in stdout
+    assert script_lines(stderr) == ["error: interrupted; the model was not saved: No space left on device"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")

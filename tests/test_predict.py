@@ -434,6 +434,13 @@ def test_a_zip_that_is_not_a_model_is_refused_in_keras_words_without_extra_quote
     assert '"' not in str(refused.value)
 
 
+def test_a_missing_key_keeps_its_quotes_in_the_refusal(tmp_path, monkeypatch):
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(tmp_path / "m.keras")
+    monkeypatch.setattr(keras.models, "load_model", lambda path: {}["layers"])
+    with pytest.raises(analysis.DataError, match="^.*m.keras: not a readable .keras model \\('layers'\\)$"):
+        analysis.load_trained_model(tmp_path / "m.keras")
+
+
 def test_a_path_in_a_folder_that_cannot_be_entered_is_one_refusal(tmp_path, monkeypatch):
     def denied(path):  # what a folder without execute permission gives (root enters every folder)
         raise PermissionError(13, "Permission denied", str(path))

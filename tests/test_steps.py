@@ -289,6 +289,17 @@ def test_float32_copy_of_a_bfloat16_network_predicts_the_same_and_saves_portably
     np.testing.assert_allclose(restored.predict(images, verbose=0), sharpened, atol=0.02)  # bfloat16's rounding
 
 
+def test_a_bfloat16_network_stopped_before_calibration_is_saved_in_float32_uncalibrated(tmp_path, capsys):
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as after training in bfloat16
+    trained = analysis.build_model()
+    interrupt = analysis.save_model_when_interrupted(trained, None, tmp_path / "m.keras")
+    assert isinstance(interrupt, KeyboardInterrupt) and not interrupt.args
+    keras.config.set_dtype_policy("float32")  # as on a machine without bfloat16
+    saved = analysis.load_trained_model(tmp_path / "m.keras")
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    assert saved.get_layer("temperature").scale == 1 and "not calibrated" in capsys.readouterr().out
+
+
 def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
     model = analysis.build_model()
     images = analysis.prepare_images(mnist.x_test[:32])
