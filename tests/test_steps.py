@@ -193,7 +193,7 @@ def test_shifted_views_move_one_pixel_and_fill_with_zeros():
 class TopRowInk:
     """A stand-in model: the probability of class 1 is 0.2, plus 0.6 times the mean ink in the top row."""
 
-    def predict(self, stream, verbose):
+    def predict(self, stream, verbose, callbacks=()):
         images = np.concatenate(list(stream.as_numpy_iterator()))
         ink = 0.2 + 0.6 * images[:, 0].reshape(len(images), -1).mean(1)
         return np.stack([1 - ink, ink], axis=1)
