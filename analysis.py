@@ -670,8 +670,8 @@ def ctrl_c_between_steps():
     """Hold Ctrl-C until the running steps end; yield the Keras callback that then stops training or predicting.
 
     Interrupted inside a step, or while it is being traced, TensorFlow 2.21 may crash on the way out
-    ('free(): invalid next size') or raise a SystemError instead of exiting cleanly. A second Ctrl-C
-    stops at once."""
+    ('free(): invalid next size') or raise a SystemError instead of exiting cleanly. A press after the
+    last step is raised as the block ends; a second Ctrl-C stops at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -690,6 +690,7 @@ def ctrl_c_between_steps():
     try:
         yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed,
                                              on_predict_batch_end=stop_if_pressed)
+        stop_if_pressed(None, None)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -1593,7 +1594,8 @@ def load_trained_model(path):
     if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
         raise DataError(f"{path}: not a digit model of this script (it maps {model.input_shape} to "
                         f"{model.output_shape}, not 28x28x1 pictures to 10 probabilities)")
-    probe = model.predict(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32), verbose=0)
+    with ctrl_c_between_steps() as stop_on_ctrl_c:  # the model's first prediction: TensorFlow traces it
+        probe = model.predict(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32), verbose=0, callbacks=[stop_on_ctrl_c])
     if not (np.all(probe >= 0) and abs(float(probe.sum()) - 1) < 1e-3):
         raise DataError(f"{path}: not a digit model of this script (its outputs are not probabilities)")
     return model
@@ -1829,7 +1831,7 @@ def train_and_report(args):
         test_views = predict_views(calibrated, x_test, args.shift_average)
     except KeyboardInterrupt:
         if args.save_model:  # the training, the long part, is done: keep what was asked for
-            raise save_model_when_interrupted(model, calibrated, args.save_model) from None
+            raise interruption_after_saving(model, calibrated, args.save_model) from None
         raise
     model = calibrated
     probabilities = average_views(test_views)
@@ -1879,9 +1881,9 @@ def train_and_report(args):
     return print_report(report, failures)
 
 
-def save_model_when_interrupted(trained, calibrated, path):
-    """Save the model when Ctrl-C stops its calibration (`calibrated` None: saved uncalibrated) or evaluation, and
-    say so; return the KeyboardInterrupt to stop with, naming a save that failed."""
+def interruption_after_saving(trained, calibrated, path):
+    """The KeyboardInterrupt to stop with when Ctrl-C stops the calibration (`calibrated` None) or evaluation, after
+    saving the model (uncalibrated if need be) and saying so; it names a save that failed."""
     try:
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:

@@ -292,7 +292,7 @@ def test_float32_copy_of_a_bfloat16_network_predicts_the_same_and_saves_portably
 def test_a_bfloat16_network_stopped_before_calibration_is_saved_in_float32_uncalibrated(tmp_path, capsys):
     keras.config.set_dtype_policy("mixed_bfloat16")  # as after training in bfloat16
     trained = analysis.build_model()
-    interrupt = analysis.save_model_when_interrupted(trained, None, tmp_path / "m.keras")
+    interrupt = analysis.interruption_after_saving(trained, None, tmp_path / "m.keras")
     assert isinstance(interrupt, KeyboardInterrupt) and not interrupt.args
     keras.config.set_dtype_policy("float32")  # as on a machine without bfloat16
     saved = analysis.load_trained_model(tmp_path / "m.keras")
@@ -617,21 +617,45 @@ def test_without_a_holdout_nothing_is_calibrated_and_the_run_says_so(capsys):
     assert "the probabilities are not calibrated" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
-def test_ctrl_c_while_predicting_is_held_until_a_batch_ends(monkeypatch):
-    model, batches = analysis.float32_copy(analysis.build_model()), []
-    real_predict = model.predict
+def pressing_ctrl_c(monkeypatch, owner, when, batches):
+    """Patch owner.predict to press Ctrl-C as it starts (`when` "first") or after its last batch ("last"), and to
+    count the batches that run to their end."""
+    real_predict = owner.predict
 
-    def pressed_as_it_starts(*args, callbacks=(), **kwargs):  # while TensorFlow traces the step
-        signal.raise_signal(signal.SIGINT)
+    def predict(*args, callbacks=(), **kwargs):
+        press = keras.callbacks.LambdaCallback(on_predict_end=lambda logs: signal.raise_signal(signal.SIGINT))
+        if when == "first":
+            signal.raise_signal(signal.SIGINT)
         count = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: batches.append(batch))
-        return real_predict(*args, callbacks=[count, *callbacks], **kwargs)
+        return real_predict(*args, callbacks=[count, *callbacks, *([press] if when == "last" else [])], **kwargs)
 
-    monkeypatch.setattr(model, "predict", pressed_as_it_starts)
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell may ignore SIGINT
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            analysis.predict_views(model, np.zeros((2 * analysis.INFERENCE_BATCH, 28, 28), np.uint8))
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert batches == [0]  # the first batch ran to its end; the interrupt came between batches
+    monkeypatch.setattr(owner, "predict", predict)
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler while the test runs: a shell running the suite in the background ignores SIGINT."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+@pytest.mark.parametrize("when, ran", [("first", [0]), ("last", [0, 1])])
+def test_ctrl_c_while_predicting_is_raised_between_batches_never_lost(monkeypatch, python_ctrl_c, when, ran):
+    model, batches = analysis.float32_copy(analysis.build_model()), []
+    pressing_ctrl_c(monkeypatch, model, when, batches)
+    with pytest.raises(KeyboardInterrupt):
+        analysis.predict_views(model, np.zeros((2 * analysis.INFERENCE_BATCH, 28, 28), np.uint8), shift_average=False)
+    assert batches == ran  # pressed first, the first batch still runs to its end; pressed last, it is not lost
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+def test_ctrl_c_while_a_loaded_model_is_first_tried_is_raised_between_batches(monkeypatch, python_ctrl_c, tmp_path):
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10, activation="softmax")]).save(tmp_path / "m.keras")
+    batches = []
+    pressing_ctrl_c(monkeypatch, keras.Model, "first", batches)
+    with pytest.raises(KeyboardInterrupt):
+        analysis.load_trained_model(tmp_path / "m.keras")
+    assert batches == [0]
