@@ -756,10 +756,14 @@ def shifted_views(images):
 def predict_views(model, images, shift_average=True):
     """Log-probabilities of each view of the images, views x N x 10: the images alone, or with their shifts."""
     views = shifted_views(images) if shift_average else [images]
-    tiny = np.finfo(np.float32).tiny
+    probabilities = np.stack([held_predict(model, inference_stream(view)) for view in views])
+    return np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
+
+
+def held_predict(model, data):
+    """model.predict(data), with Ctrl-C held until a batch ends (see ctrl_c_between_steps)."""
     with ctrl_c_between_steps() as stop_on_ctrl_c:
-        return np.stack([np.log(np.maximum(model.predict(inference_stream(view), verbose=0, callbacks=[stop_on_ctrl_c]),
-                                           tiny)) for view in views])
+        return model.predict(data, verbose=0, callbacks=[stop_on_ctrl_c])
 
 
 def average_views(log_probabilities):
@@ -1594,8 +1598,7 @@ def load_trained_model(path):
     if model.input_shape != (None, IMAGE_SIDE, IMAGE_SIDE, 1) or model.output_shape != (None, NUM_CLASSES):
         raise DataError(f"{path}: not a digit model of this script (it maps {model.input_shape} to "
                         f"{model.output_shape}, not 28x28x1 pictures to 10 probabilities)")
-    with ctrl_c_between_steps() as stop_on_ctrl_c:  # the model's first prediction: TensorFlow traces it
-        probe = model.predict(np.zeros((1, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32), verbose=0, callbacks=[stop_on_ctrl_c])
+    probe = held_predict(model, np.zeros((1, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32))  # traced here: held
     if not (np.all(probe >= 0) and abs(float(probe.sum()) - 1) < 1e-3):
         raise DataError(f"{path}: not a digit model of this script (its outputs are not probabilities)")
     return model
@@ -2013,7 +2016,7 @@ def main(argv=None):
             return train_keeping_the_files(args)
         return train_and_report(args)
     except KeyboardInterrupt as interrupt:
-        print(f"error: interrupted{f'; {interrupt}' if interrupt.args else ''}", file=sys.stderr)
+        print("; ".join(["error: interrupted", *map(str, interrupt.args)]), file=sys.stderr)
         return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
     except UsageError as error:
         parser.error(printable(str(error)))  # exits with 2
