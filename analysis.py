@@ -1114,7 +1114,7 @@ def load_drawing(path, longest=WORKING_SIDE):
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
                     image = eight_bit_gray(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    image = flattened(image.convert("RGBA"))
+                    image = flattened(shrunk(image.convert("RGBA"), longest))  # its shapes measured at working size
                 gray = image.convert("L")
     except UnidentifiedImageError:
         raise DataError(unidentified_picture(path)) from None
@@ -1126,9 +1126,7 @@ def load_drawing(path, longest=WORKING_SIDE):
         if isinstance(error, RuntimeError) and not decoding:  # Pillow's AVIF reader raises it; after it, a fault
             raise  # of the script's own, reported by its traceback
         raise unreadable_picture(path, error, decoding=decoding) from None
-    if max(gray.size) > longest:
-        gray = gray.resize(scaled_size(gray.size, longest), Image.Resampling.BOX)
-    return np.asarray(gray, np.float32) / 255
+    return np.asarray(shrunk(gray, longest), np.float32) / 255
 
 
 def upright(image):
@@ -1254,10 +1252,14 @@ def flattened(rgba):
     """A picture with transparency laid on white, or on black where what is drawn is light (a white pen).
 
     What is drawn is its most opaque part (over half the highest opacity): a faint white brush on
-    nothing counts, a faint layer of paper under a black pen does not."""
+    nothing counts, a faint layer of paper under a black pen does not. Its tone is read at its heart,
+    the half farthest from the transparency: where one colour of the paper is named transparent, a
+    stroke's soft edge, fading toward the paper, is still opaque, and often wider than the stroke."""
     pixels = np.asarray(rgba, np.float32)
     drawn = pixels[..., 3] > pixels[..., 3].max() / 2
-    light = drawn.any() and pixels[..., :3][drawn].mean() > 127
+    depth = scipy.ndimage.distance_transform_edt(drawn)  # pixels from the nearest one not drawn
+    heart = drawn if drawn.all() else depth >= depth.max() / 2
+    light = drawn.any() and pixels[..., :3][heart].mean() > 127
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
@@ -1272,6 +1274,13 @@ def to_8_bits(pixels):
     top = pixels.max(initial=0)
     white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full * 1.01), top)
     return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
+
+
+def shrunk(image, longest):
+    """The picture averaged down to at most `longest` pixels on its longer side (transparency premultiplied)."""
+    if max(image.size) <= longest:
+        return image
+    return image.resize(scaled_size(image.size, longest), Image.Resampling.BOX)
 
 
 def scaled_size(size, longest):

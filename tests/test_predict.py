@@ -197,6 +197,17 @@ def test_a_black_pen_on_a_faint_layer_of_paper_is_laid_on_white(tmp_path):
     assert gray[0, 0] == 1 and gray[20, 20] == 0
 
 
+@pytest.mark.parametrize("suffix", ["png", "gif"])
+def test_a_soft_stroke_on_paper_named_transparent_is_laid_on_white(tmp_path, suffix):
+    distance = np.abs(np.arange(60) - 29.5)  # from the middle of a vertical stroke, in pixels
+    tone = np.clip(250 * np.sqrt(np.maximum(distance - 2, 0) / 10), 0, 255)  # black core 4 wide, then an edge
+    pixels = np.full((60, 60), 255, np.uint8)  # fading toward the paper over 10 pixels a side: mostly light
+    pixels[10:50] = np.where(distance <= 12, tone, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / f"a.{suffix}", transparency=255)  # the paper is transparent
+    gray = analysis.load_drawing(tmp_path / f"a.{suffix}")
+    assert gray[0, 0] == 1 and gray[30, 30] == 0  # on black, the paper would read as ink around a hollow
+
+
 def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped(tmp_path):
     pixels = np.full((40, 40), 60000, np.uint16)  # paper in the tone the file names transparent
     pixels[10:30, 18:22] = 20000  # a dark stroke
