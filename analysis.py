@@ -1241,7 +1241,7 @@ def too_large(pixels):
 def eight_bit_gray(image):
     """A 16-bit, 32-bit or floating-point gray picture in 8 bits, the tone it names as transparent made so."""
     pixels = np.asarray(image, np.float32)  # not float64: a 16-bit picture may be 89 megapixels
-    gray = to_8_bits(pixels)
+    gray = to_8_bits(pixels, floating=image.mode == "F")
     if "transparency" not in image.info:
         return gray
     opacity = np.where(pixels == image.info["transparency"], 0, 255).astype(np.uint8)
@@ -1263,16 +1263,20 @@ def flattened(rgba):
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
-def to_8_bits(pixels):
+def to_8_bits(pixels, floating=False):
     """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value: 1 where
     it is at most 1, then the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit cameras
     and scanners fill 16-bit files only in part), or else the largest value itself. A value up to 1 %
-    over a white (a resampled picture's overshoot) counts as that white."""
+    over a white counts as that white. Floating point whose largest value would be taken for 8 bits'
+    white is more likely a picture of 0 to 1 brightened, or resampled with overshoot (7 % and more at
+    sharp edges): its largest value is its white."""
     finite = np.isfinite(pixels)
     if not finite.all():  # a float TIFF may hold NaN or infinity
         pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
     top = pixels.max(initial=0)
     white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full * 1.01), top)
+    if floating and white == 255:
+        white = top
     return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
 
 

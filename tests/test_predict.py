@@ -224,6 +224,9 @@ def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped
     (np.array([[0, 128, 255]], np.uint16), "eight.png"),  # 8-bit data in a 16-bit file
     (np.array([[0, 510, 1020]], np.float32), "sensor.tif"),  # floating point, 10-bit range
     (np.array([[0, 0.5, 1.0001]], np.float32), "resampled.tif"),  # a little over 1
+    (np.array([[0, 0.535, 1.07]], np.float32), "overshot.tif"),  # 0-1 resampled bicubically: 7 % over at an edge
+    (np.array([[0, 1, 2]], np.float32), "brightened.tif"),  # 0-1 brightened twice over
+    (np.array([[0, 127.5, 255]], np.float32), "eight-bit-float.tif"),  # floating point, 8-bit range
 ])
 def test_wide_pixels_keep_their_tones(tmp_path, pixels, name):
     Image.fromarray(pixels).save(tmp_path / name)
