@@ -2013,9 +2013,11 @@ def main(argv=None):
                 check_writable(output, what, files)
         for given, what in ((args.data, "--data"), (args.model, "--model")):
             try:
-                if given and not given.exists():
-                    raise DataError(f"{given}: no such file or directory ({what})")
-            except OSError as error:  # in a folder that cannot be entered
+                if given:
+                    given.stat()  # not exists(), which takes a loop of links for a missing file
+            except FileNotFoundError:
+                raise DataError(f"{given}: no such file or directory ({what})") from None
+            except OSError as error:  # in a folder that cannot be entered, or a loop of links
                 raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
         if not args.predict and surely_on_the_cpu(args.no_accel):
             pick_precision(args.precision)  # refuse a precision this CPU lacks before TensorFlow's seconds of import

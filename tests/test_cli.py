@@ -253,6 +253,16 @@ def test_missing_data_or_model_fails_before_the_heavy_imports(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+@pytest.mark.parametrize("flags", [["--data", "{loop}"], ["--predict", "{folder}", "--model", "{loop}"]])
+def test_a_loop_of_links_is_named_as_such(tmp_path, flags):
+    loop = tmp_path / "loop.keras"  # a name --model takes
+    loop.symlink_to(loop)
+    status, stdout, stderr = run_main([flag.format(loop=loop, folder=tmp_path) for flag in flags])
+    assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"error: {loop}: cannot read it (") and "no such file" not in stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
 def test_an_output_path_through_a_broken_link_fails_before_training(tmp_path):
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "gone" / "out"])
