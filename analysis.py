@@ -1114,7 +1114,8 @@ def load_drawing(path, longest=WORKING_SIDE):
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
                     image = eight_bit_gray(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    image = flattened(shrunk(image.convert("RGBA"), longest))  # its shapes measured at working size
+                    rgba = image.convert("RGBA")  # its shapes measured at working size, below
+                    image = flattened(shrunk(rgba, longest), most_opaque=rgba.getchannel("A").getextrema()[1])
                 gray = image.convert("L")
     except UnidentifiedImageError:
         raise DataError(unidentified_picture(path)) from None
@@ -1248,19 +1249,28 @@ def eight_bit_gray(image):
     return Image.merge("LA", (gray, Image.fromarray(opacity)))
 
 
-def flattened(rgba):
-    """A picture with transparency laid on white, or on black where what is drawn is light (a white pen).
+def flattened(rgba, most_opaque=None):
+    """A picture with transparency laid on whichever of white and black sets off the heart of what is drawn.
 
-    What is drawn is its most opaque part (over half the highest opacity): a faint white brush on
-    nothing counts, a faint layer of paper under a black pen does not. Its tone is read at its heart,
-    the half farthest from the transparency: where one colour of the paper is named transparent, a
-    stroke's soft edge, fading toward the paper, is still opaque, and often wider than the stroke."""
-    pixels = np.asarray(rgba, np.float32)
-    drawn = pixels[..., 3] > pixels[..., 3].max() / 2
-    depth = scipy.ndimage.distance_transform_edt(drawn)  # pixels from the nearest one not drawn
-    heart = drawn if drawn.all() else depth >= depth.max() / 2
-    light = drawn.any() and pixels[..., :3][heart].mean() > 127
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
+    What is drawn is its most opaque part, over half the highest opacity (`most_opaque`, that of the
+    picture before it was shrunk, whose averaging thins a fine stroke's): a faint white brush on
+    nothing counts, a faint layer of paper under a black pen does not. Its heart lies at least half as
+    far from the transparency (or the picture's edge) as its deepest point: where one colour of the
+    paper is named transparent, a stroke's soft edge, fading toward the paper, is still opaque, often
+    wider than the stroke, and must be set off with the paper, not with the pen."""
+    pixels = np.asarray(rgba, np.float32) / 255
+    tone, opacity = pixels[..., :3].mean(-1), pixels[..., 3]
+    drawn = opacity > (opacity.max() if most_opaque is None else most_opaque / 255) / 2
+    if not drawn.any():  # every stroke finer than the shrinking
+        drawn = opacity > opacity.max() / 2
+    depth = scipy.ndimage.distance_transform_edt(np.pad(drawn, 1))[1:-1, 1:-1]  # pixels from the nearest undrawn one
+    heart = drawn & (depth >= depth.max() / 2)
+
+    def contrast(backdrop):
+        seen = opacity * tone + (1 - opacity) * backdrop
+        return abs(seen[heart].mean() - seen[~heart].mean()) if heart.any() and not heart.all() else 0.0
+
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if contrast(0) > contrast(1) else "white"), rgba)
 
 
 def to_8_bits(pixels, floating=False):

@@ -197,6 +197,15 @@ def test_a_black_pen_on_a_faint_layer_of_paper_is_laid_on_white(tmp_path):
     assert gray[0, 0] == 1 and gray[20, 20] == 0
 
 
+def test_a_fine_pen_on_a_faint_layer_of_paper_is_laid_on_white_in_a_picture_shrunk_to_working_size(tmp_path):
+    rgba = np.zeros((1024, 2048, 4), np.uint8)  # twice the working size: each pair of columns is averaged
+    rgba[...] = [255, 255, 255, 115]  # white paper at 45 % opacity
+    rgba[200:800, 1023] = [90, 90, 90, 255]  # a grey pencil line one pixel wide, averaged with paper beside it
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    gray = analysis.load_drawing(tmp_path / "a.png")
+    assert gray.shape == (512, 1024) and gray[0, 0] == 1 and gray[250, 511] < 0.8  # not paper on black
+
+
 @pytest.mark.parametrize("suffix", ["png", "gif"])
 def test_a_soft_stroke_on_paper_named_transparent_is_laid_on_white(tmp_path, suffix):
     distance = np.abs(np.arange(60) - 29.5)  # from the middle of a vertical stroke, in pixels
