@@ -1114,7 +1114,7 @@ def load_drawing(path, longest=WORKING_SIDE):
                 if image.mode in ("I", "F") or image.mode.startswith("I;"):  # before convert() clips them to 8 bits
                     image = eight_bit_gray(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    rgba = image.convert("RGBA")  # its shapes measured at working size, below
+                    rgba = image.convert("RGBA")  # flattened at working size: its map of distances is costly
                     image = flattened(shrunk(rgba, longest), most_opaque=rgba.getchannel("A").getextrema()[1])
                 gray = image.convert("L")
     except UnidentifiedImageError:
