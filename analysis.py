@@ -1250,16 +1250,20 @@ def eight_bit_gray(image):
 
 
 def flattened(rgba, most_opaque=None):
-    """A picture with transparency laid on whichever of white and black sets off the heart of what is drawn.
+    """A picture with transparency laid on white or black: whichever sets the heart of what is drawn further off from the rest.
 
     What is drawn is its most opaque part, over half the highest opacity (`most_opaque`, that of the
-    picture before it was shrunk, whose averaging thins a fine stroke's): a faint white brush on
-    nothing counts, a faint layer of paper under a black pen does not. Its heart lies at least half as
-    far from the transparency (or the picture's edge) as its deepest point: where one colour of the
-    paper is named transparent, a stroke's soft edge, fading toward the paper, is still opaque, often
-    wider than the stroke, and must be set off with the paper, not with the pen."""
+    picture before it was shrunk, whose averaging thins a fine stroke's; where nothing shrunk is that
+    opaque, half the shrunk picture's): a faint white brush on nothing counts, a faint layer of paper
+    under a black pen does not. Its heart lies at least half as far from the transparency (or the
+    picture's edge) as its deepest point. Where one colour of the paper is named transparent, a
+    stroke's soft edge fading toward the paper is opaque too, often wider than the stroke: it is then
+    outside the heart, and the backdrop is chosen to set the stroke off from it, as from the paper."""
     pixels = np.asarray(rgba, np.float32) / 255
-    tone, opacity = pixels[..., :3].mean(-1), pixels[..., 3]
+    opacity = pixels[..., 3]
+    if opacity.min() == 1:  # nothing shows through
+        return rgba
+    tone = pixels[..., :3] @ np.float32([0.299, 0.587, 0.114])  # as convert("L") weighs them
     drawn = opacity > (opacity.max() if most_opaque is None else most_opaque / 255) / 2
     if not drawn.any():  # every stroke finer than the shrinking
         drawn = opacity > opacity.max() / 2
@@ -1268,9 +1272,10 @@ def flattened(rgba, most_opaque=None):
 
     def contrast(backdrop):
         seen = opacity * tone + (1 - opacity) * backdrop
-        return abs(seen[heart].mean() - seen[~heart].mean()) if heart.any() and not heart.all() else 0.0
+        return abs(seen[heart].mean() - seen[~heart].mean())
 
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if contrast(0) > contrast(1) else "white"), rgba)
+    light = heart.any() and not heart.all() and contrast(0) > contrast(1)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "black" if light else "white"), rgba)
 
 
 def to_8_bits(pixels, floating=False):

@@ -180,6 +180,14 @@ def test_transparency_is_flattened_onto_the_tone_that_sets_off_the_pen(tmp_path,
     assert gray[0, 0] == paper and gray[20, 20] == pen / 255
 
 
+def test_a_green_pen_on_transparency_is_laid_on_the_tone_that_sets_off_its_gray(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 18:22] = [0, 255, 0, 255]  # pure green: 0.33 as a plain mean of R, G and B, but 0.59 in gray
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    gray = analysis.load_drawing(tmp_path / "a.png")
+    assert gray[0, 0] == 0 and gray[20, 20] == pytest.approx(0.587, abs=0.01)  # on black: 0.59 apart, not 0.41
+
+
 def test_a_faint_white_brush_on_transparency_is_laid_on_black(tmp_path):
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[10:30, 18:22] = [255, 255, 255, 100]  # white, at 40 % opacity: nothing is more than half opaque
