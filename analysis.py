@@ -1249,11 +1249,11 @@ def eight_bit_gray(image):
     return Image.merge("LA", (gray, Image.fromarray(opacity)))
 
 
-def flattened(rgba, most_opaque=None):
+def flattened(rgba, most_opaque):
     """A picture with transparency laid on white or black: whichever sets the heart of what is drawn further off from the rest.
 
-    What is drawn is its most opaque part, over half the highest opacity (`most_opaque`, that of the
-    picture before it was shrunk, whose averaging thins a fine stroke's; where nothing shrunk is that
+    What is drawn is its most opaque part, over half the highest opacity (`most_opaque`, 0-255, that of
+    the picture before it was shrunk, whose averaging thins a fine stroke's; where nothing shrunk is that
     opaque, half the shrunk picture's): a faint white brush on nothing counts, a faint layer of paper
     under a black pen does not. Its heart lies at least half as far from the transparency (or the
     picture's edge) as its deepest point. Where one colour of the paper is named transparent, a
@@ -1264,7 +1264,7 @@ def flattened(rgba, most_opaque=None):
     if opacity.min() == 1:  # nothing shows through
         return rgba
     tone = pixels[..., :3] @ np.float32([0.299, 0.587, 0.114])  # as convert("L") weighs them
-    drawn = opacity > (opacity.max() if most_opaque is None else most_opaque / 255) / 2
+    drawn = opacity > most_opaque / 255 / 2
     if not drawn.any():  # every stroke finer than the shrinking
         drawn = opacity > opacity.max() / 2
     depth = scipy.ndimage.distance_transform_edt(np.pad(drawn, 1))[1:-1, 1:-1]  # pixels from the nearest undrawn one
