@@ -666,12 +666,8 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
 
 
 @contextlib.contextmanager
-def ctrl_c_between_steps():
-    """Hold Ctrl-C until the running steps end; yield the Keras callback that then stops training or predicting.
-
-    Interrupted inside a step, or while it is being traced, TensorFlow 2.21 may crash on the way out
-    ('free(): invalid next size') or raise a SystemError instead of exiting cleanly. A press after the
-    last step is raised as the block ends; a second Ctrl-C stops at once."""
+def ctrl_c_held():
+    """Hold Ctrl-C through the block; yield a function that tells whether it was pressed. A second press stops at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -679,20 +675,31 @@ def ctrl_c_between_steps():
             raise KeyboardInterrupt
         pressed.append(signum)
 
-    def stop_if_pressed(batch, logs):
-        if pressed:
-            raise KeyboardInterrupt
-
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # ignored, or someone else's
-        yield keras.callbacks.LambdaCallback()
+        yield lambda: False
         return
     signal.signal(signal.SIGINT, hold)
     try:
-        yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed,
-                                             on_predict_batch_end=stop_if_pressed)
-        stop_if_pressed(None, None)
+        yield lambda: bool(pressed)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def ctrl_c_between_steps():
+    """Hold Ctrl-C until the running steps end; yield the Keras callback that then stops training or predicting.
+
+    Interrupted inside a step, or while it is being traced, TensorFlow 2.21 may crash on the way out
+    ('free(): invalid next size') or raise a SystemError instead of exiting cleanly. A press after the
+    last step is raised as the block ends; a second Ctrl-C stops at once."""
+    with ctrl_c_held() as pressed:
+        def stop_if_pressed(batch=None, logs=None):
+            if pressed():
+                raise KeyboardInterrupt
+
+        yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed,
+                                             on_predict_batch_end=stop_if_pressed)
+        stop_if_pressed()
 
 
 def stop_on_invalid_loss(model):
@@ -1934,18 +1941,23 @@ def saved_model_line(path, note=""):
 def write_each(writes):
     """Run each of the named writes, the rest even if one fails; return the names written and the errors, in order.
 
-    A model that cannot be saved, or a picture that cannot be written, does not cost the other files;
-    Ctrl-C stops them all."""
+    A model that cannot be saved, or a picture that cannot be written, does not cost the other files.
+    Ctrl-C lets the file being written end (the model took minutes to train) and stops the rest; a
+    second press stops that one too."""
     written, failures = [], []
-    for name, write in writes.items():
-        try:
-            write()
-            written.append(name)
-        except (OSError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
-            failures.append(error)
-        except KeyboardInterrupt as error:
-            failures.append(error)
-            break
+    with ctrl_c_held() as pressed:
+        for name, write in writes.items():
+            try:
+                write()
+                written.append(name)
+            except (OSError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
+                failures.append(error)
+            except KeyboardInterrupt as error:
+                failures.append(error)
+                break
+            if pressed():
+                failures.append(KeyboardInterrupt())
+                break
     return written, failures
 
 

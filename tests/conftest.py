@@ -10,6 +10,7 @@ import io
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,14 @@ def global_state_kept():
     """Each test leaves the global state as it found it."""
     with state_kept():
         yield
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler while the test runs: a shell running the suite in the background ignores SIGINT."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, handler)
 
 
 def idx_bytes(array):

@@ -545,6 +545,23 @@ def test_ctrl_c_stops_the_writes_that_are_left():
     assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c):
+    save_model = analysis.save_model
+
+    def pressed_while_saving(model, path):
+        signal.raise_signal(signal.SIGINT)
+        save_model(model, path)
+
+    monkeypatch.setattr(analysis, "save_model", pressed_while_saving)
+    model = tmp_path / "m.keras"
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", model, "--output-dir", tmp_path / "out"])
+    assert status == 130 and script_lines(stderr) == ["error: interrupted"]
+    assert "Loss:" in stdout and f"Saved the model to {model}" in stdout and "Wrote" not in stdout
+    assert analysis.load_trained_model(model).get_layer("temperature").scale != 1
+    assert list((tmp_path / "out").glob("*")) == []
+
+
 def interrupted_after_training(monkeypatch, during):
     """Make Ctrl-C come `during` "calibration" or "evaluation" of the SMOKE run's 500 test images."""
     step = analysis.calibrate if during == "calibration" else analysis.predict_views

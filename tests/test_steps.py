@@ -632,14 +632,6 @@ def pressing_ctrl_c(monkeypatch, owner, when, batches):
     monkeypatch.setattr(owner, "predict", predict)
 
 
-@pytest.fixture
-def python_ctrl_c():
-    """Python's own Ctrl-C handler while the test runs: a shell running the suite in the background ignores SIGINT."""
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, handler)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
 @pytest.mark.parametrize("when, ran", [("first", [0]), ("last", [0, 1])])
 def test_ctrl_c_while_predicting_is_raised_between_batches_never_lost(monkeypatch, python_ctrl_c, when, ran):
