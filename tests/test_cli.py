@@ -252,6 +252,14 @@ def test_missing_data_or_model_fails_before_the_heavy_imports(tmp_path):
         assert len(stderr.splitlines()) == 1
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows calls a path through a file one that is not found")
+def test_a_path_through_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "file").write_text("")
+    status, stdout, stderr = run_main(["--data", tmp_path / "file" / "mnist.npz"])
+    assert status == 1 and stdout == ""
+    assert stderr == f"error: {tmp_path / 'file' / 'mnist.npz'}: cannot read it (Not a directory) (--data)\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
 @pytest.mark.parametrize("flags", [["--data", "{loop}"], ["--predict", "{folder}", "--model", "{loop}"]])
 def test_a_loop_of_links_is_named_as_such(tmp_path, flags):
