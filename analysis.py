@@ -1286,19 +1286,19 @@ def flattened(rgba, most_opaque):
 
 
 def to_8_bits(pixels, floating=False):
-    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value: 1 where
-    it is at most 1, then the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit cameras
-    and scanners fill 16-bit files only in part), or else the largest value itself. A value up to 1 %
-    over a white counts as that white. Floating point whose largest value would be taken for 8 bits'
-    white is more likely a picture of 0 to 1 brightened, or resampled with overshoot (7 % and more at
-    sharp edges): its largest value is its white."""
+    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value, the brightest
+    0.01 % aside (hot pixels, specks of dust): 1 where it is at most 1; for integers, the white of the fewest
+    bits from 8 to 16 that hold it (10- and 12-bit cameras and scanners fill 16-bit files only in part), or
+    else the largest value itself; for floating point, which has no bits to fill, the largest value itself
+    (a picture of 0 to 1 brightened, or resampled with overshoot, 7 % and more at sharp edges). A value up
+    to 1 % over a white counts as that white."""
     finite = np.isfinite(pixels)
     if not finite.all():  # a float TIFF may hold NaN or infinity
         pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
-    top = pixels.max(initial=0)
-    white = next((full for full in (1, *(2**bits - 1 for bits in range(8, 17))) if top <= full * 1.01), top)
-    if floating and white == 255:
-        white = top
+    brightest = pixels.size // 10_000 + 1
+    top = np.partition(pixels, -brightest, axis=None)[-brightest] if pixels.size else 0
+    whites = (1,) if floating else (1, *(2**bits - 1 for bits in range(8, 17)))
+    white = next((full for full in whites if top <= full * 1.01), top)
     return Image.fromarray(np.uint8(np.clip(pixels / white, 0, 1) * 255 + 0.5))
 
 

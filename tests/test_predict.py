@@ -244,10 +244,22 @@ def test_a_16_bit_picture_s_transparent_tone_is_flattened_not_its_pixels_clipped
     (np.array([[0, 0.535, 1.07]], np.float32), "overshot.tif"),  # 0-1 resampled bicubically: 7 % over at an edge
     (np.array([[0, 1, 2]], np.float32), "brightened.tif"),  # 0-1 brightened twice over
     (np.array([[0, 127.5, 255]], np.float32), "eight-bit-float.tif"),  # floating point, 8-bit range
+    (np.array([[0, 130, 260]], np.float32), "eight-bit-overshot.tif"),  # the same resampled: 2 % over at an edge
 ])
 def test_wide_pixels_keep_their_tones(tmp_path, pixels, name):
     Image.fromarray(pixels).save(tmp_path / name)
     np.testing.assert_allclose(analysis.load_drawing(tmp_path / name), [[0, 0.5, 1]], atol=0.01)
+
+
+@pytest.mark.parametrize("tones, hot, name", [
+    (np.float32([0, 0.5, 1]), 50, "scan.tif"),  # floating point, 0-1
+    (np.uint16([0, 2048, 4095]), 65535, "camera.png"),  # 12-bit data in a 16-bit file
+])
+def test_a_few_hot_pixels_do_not_darken_the_picture(tmp_path, tones, hot, name):
+    pixels = np.tile(tones, (100, 100))  # 30,000 pixels
+    pixels[[10, 50, 90], [20, 40, 60]] = hot
+    Image.fromarray(pixels).save(tmp_path / name)
+    np.testing.assert_allclose(analysis.load_drawing(tmp_path / name)[0, :3], [0, 0.5, 1], atol=0.01)
 
 
 def test_pixels_that_are_not_numbers_take_the_picture_s_typical_tone(tmp_path):
