@@ -506,7 +506,8 @@ def configure_runtime(args):
     if not gpus:
         if not xla:  # Keras compiles no XLA under op determinism: it would drop --xla with a warning
             tf.config.experimental.enable_op_determinism()  # same seed, same numbers on a CPU
-        if not args.no_accel and tf.test.is_built_with_cuda() and nvidia_driver_present():
+        gpus_hidden = tf.config.list_physical_devices("GPU")  # by the caller, so not a failure to warn of
+        if not args.no_accel and not gpus_hidden and tf.test.is_built_with_cuda() and nvidia_driver_present():
             print("warning: TensorFlow finds no usable GPU (run with TF_CPP_MIN_LOG_LEVEL=0 to see why; "
                   "README, GPU troubleshooting): training on the CPU", file=sys.stderr, flush=True)
     precision = pick_precision(args.precision, capability)

@@ -455,6 +455,7 @@ GPUS = {(6, 1): "NVIDIA GeForce GTX 1080", (7, 5): "Tesla T4", (8, 0): "NVIDIA A
 def fake_gpu(monkeypatch, capability):
     """Make tf.config report one GPU of this compute capability (None: no GPU) in a CUDA build with a driver."""
     monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [FakeGPU()] if capability else [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [FakeGPU()] if capability else [])
     monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: None)
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda device, enable: None)
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
