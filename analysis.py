@@ -1766,6 +1766,8 @@ def check_writable(path, what, files=None):
         existing = path
         while not existing.exists():
             if existing.is_symlink():
+                with contextlib.suppress(FileNotFoundError):  # a loop of links raises its own error, reported below
+                    existing.stat()
                 raise DataError(f"cannot create {what} {path}: {existing} is a broken symbolic link")
             existing = existing.parent
         if existing != path and not existing.is_dir():

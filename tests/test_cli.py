@@ -1,5 +1,6 @@
 """The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
+import contextlib
 import errno
 import gzip
 import io
@@ -52,7 +53,8 @@ def test_smoke_run_reports_loss_accuracy_and_a_matrix_of_the_test_subset(smoke_r
     assert matrix.shape == (10, 10) and matrix.sum() == 500
     assert accuracy == pytest.approx(np.trace(matrix) / 500, abs=1e-4)
     assert accuracy >= 0.70 and 0 < loss < np.log(10)  # better than a uniform guess over 10 digits
-    assert "precision" in result.stdout and result.stdout.count("val_accuracy") == 1  # one line per epoch
+    assert "precision    recall  f1-score   support" in result.stdout  # the per-digit report
+    assert result.stdout.count("val_accuracy") == 1  # one line per epoch
     assert "Expected calibration error (15 bins)" in result.stdout
 
 
@@ -454,8 +456,18 @@ def test_a_reader_that_stops_during_training_costs_no_file_asked_for(tmp_path): 
                                      stdout)
     finally:
         os.close(stdout.devnull)
-    assert status == 141 and stderr == "" and sys.stdout is not stdout
+    assert status == 141 and stderr == ""
     assert (tmp_path / "m.keras").is_file() and all((tmp_path / "out" / name).is_file() for name in analysis.REPORT_FILES)
+
+
+@pytest.mark.parametrize("outcome", [0, OSError(errno.ENOSPC, "No space left on device")])
+def test_keeping_the_files_puts_the_streams_back(monkeypatch, outcome):
+    monkeypatch.setattr(analysis, "train_and_report", raising(outcome) if isinstance(outcome, Exception) else
+                        lambda args: outcome)
+    streams = sys.stdout, sys.stderr
+    with contextlib.suppress(OSError):
+        assert analysis.train_keeping_the_files(None) == outcome
+    assert (sys.stdout, sys.stderr) == streams
 
 
 def test_a_reader_of_both_streams_that_stops_costs_no_file_asked_for(tmp_path):  # `... 2>&1 | head -1`
@@ -604,10 +616,12 @@ def test_a_save_that_fails_after_ctrl_c_is_named_in_the_one_line(tmp_path, monke
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
-def test_an_output_dir_that_is_a_link_loop_fails_with_one_line(tmp_path):
+@pytest.mark.parametrize("flag, path", [("--output-dir", "loop"), ("--save-model", "loop/m.keras")])
+def test_an_output_path_through_a_link_loop_is_named_as_such(tmp_path, flag, path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    status, stdout, stderr = run_main([*SMOKE, "--output-dir", tmp_path / "loop", "--save-model", tmp_path / "m.keras"])
-    assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1 and stderr.startswith("error: ")
+    status, stdout, stderr = run_main([*SMOKE, flag, tmp_path / path])
+    assert status == 1 and stdout == "" and len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"error: cannot write {flag} {tmp_path / path}: ") and "symbolic links" in stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")

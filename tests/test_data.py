@@ -162,10 +162,13 @@ def test_a_linked_bundled_folder_is_still_pin_checked(tmp_path, monkeypatch):
     (tmp_path / "repo" / "data").mkdir(parents=True)
     (tmp_path / "repo" / "data" / "mnist").symlink_to(copy, target_is_directory=True)
     monkeypatch.setattr(analysis, "BUNDLED_DATA", tmp_path / "repo" / "data" / "mnist")
-    assert analysis.load_data().source.startswith("the bundled MNIST")
+    monkeypatch.chdir(tmp_path / "repo")
+    spellings = [None, "data/mnist", copy]  # the default, as --data names it, and the folder the link leads to
+    assert all(analysis.load_data(path).source.startswith("the bundled MNIST") for path in spellings)
     break_file(copy, "t10k-labels-idx1-ubyte", lambda raw: raw[:-1] + bytes([(raw[-1] + 1) % 10]))
-    with pytest.raises(analysis.DataError, match="does not match the published MNIST pin"):
-        analysis.load_data()
+    for path in spellings:
+        with pytest.raises(analysis.DataError, match="does not match the published MNIST pin"):
+            analysis.load_data(path)
 
 
 def test_subsample_is_seeded_and_without_replacement():
