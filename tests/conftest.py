@@ -1,8 +1,9 @@
 """Shared helpers: small datasets written into tmp_path, ways to run the CLI, and global state kept.
 
 Every test runs under `global_state_kept`, so a test that trains (and so sets the dtype policy, op
-determinism, the seeds and the environment variables main() sets) leaves them as it found them,
-whatever order the tests run in; the processes the tests start see the environment they were run in."""
+determinism, the seeds and the environment variables main() sets) or predicts (adding Pillow's HEIF
+reader) leaves them as it found them, whatever order the tests run in; the processes the tests start
+see the environment they were run in."""
 
 import contextlib
 import gzip
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `pytest` run from any folder finds the script
 import analysis
@@ -70,8 +72,11 @@ def tensorflow_log_lines(stderr):
 
 @contextlib.contextmanager
 def state_kept():
-    """Restore the dtype policy, image data format, floatx, op determinism, every generator's seed and the environment."""
+    """Restore the dtype policy, image data format, floatx, op determinism, every generator's seed, the environment and
+    Pillow's readers (--predict adds pillow-heif's where it is installed)."""
     environment = dict(os.environ)
+    Image.init()  # every reader of Pillow's own registered for good, before the registries are copied
+    registries = {name: getattr(Image, name).copy() for name in ("ID", "OPEN", "SAVE", "SAVE_ALL", "MIME", "EXTENSION")}
     policy = keras.config.dtype_policy()
     data_format, floatx = keras.config.image_data_format(), keras.config.floatx()
     determinism = tf_config.is_op_determinism_enabled()
@@ -90,6 +95,8 @@ def state_kept():
         tf.random.set_seed(tf_seed)
         global_state.set_global_attribute("global_random_seed", keras_seed)
         restore_environment(environment)
+        for name, registry in registries.items():
+            setattr(Image, name, registry)
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,7 @@ def test_one_cycle_warms_up_to_the_peak_then_decays():
 @pytest.mark.parametrize("xla", [False, True])
 def test_compile_uses_categorical_cross_entropy_adam_and_the_xla_choice(xla):
     model = analysis.compile_model(analysis.build_model(), 1e-3, 100, xla, steps_per_execution=8)
-    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy) and model.loss.label_smoothing == 0.1
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert model.jit_compile is xla and model.steps_per_execution == 8
 
