@@ -160,6 +160,7 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--test-samples", "0"], "--test-samples: must be a positive number"),
     (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
     (["--validation-split", "1"], "--validation-split: must be at least 0 and below 1"),
+    (["--train-samples", "2", "--validation-split", "0.75"], "--validation-split leaves no training images"),
     (["--precision", "float8"], "--precision: invalid choice: 'float8'"),
     (["--precision", "float16", "--no-accel"], "--precision float16: this CPU has no native float16 arithmetic"),
     (["--train-samples", "60001"], "--train-samples 60001 is more than the 60000 training images in the bundled MNIST (see --help)"),
@@ -348,6 +349,23 @@ def test_more_images_than_another_set_holds_names_that_set(mnist, tmp_path, monk
     status, _, stderr = run_main(["--data", name, "--test-samples", "51"])
     assert status == 2 and script_lines(stderr) == [
         f"analysis.py: error: --test-samples 51 is more than the 50 test images in {analysis.printable(name)} (see --help)"]
+
+
+def test_without_shift_averaging_the_report_is_of_single_views(tmp_path):
+    status, stdout, stderr = run_main([*SMOKE, "--no-shift-average", "--output-dir", tmp_path])
+    assert status == 0, stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["shift_average"] is False and metrics["test_accuracy_shift_averaged"] is None
+    assert metrics["test_accuracy"] == metrics["test_accuracy_single_view"]
+    assert parse_report(stdout)[1] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert "Accuracy of single views" not in stdout
+
+
+@pytest.mark.skipif(not analysis.cpu_has_bfloat16(), reason="this CPU has no bfloat16 arithmetic")
+def test_the_default_precision_trains_in_bfloat16_where_the_cpu_has_it():
+    status, stdout, stderr = run_main([*SMOKE, "--precision", "auto"])
+    assert status == 0, stderr
+    assert "mixed_bfloat16 precision" in stdout.splitlines()[0] and parse_report(stdout)[1] >= 0.70
 
 
 SMALL_RUN = ["--epochs", "1", "--train-samples", "300", "--test-samples", "100", "--precision", "float32"]
