@@ -172,7 +172,7 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------------------------
-# Load
+# Load, then sample and hold out
 
 
 def read_idx(path):
@@ -293,6 +293,39 @@ def split_holdout(images, labels, fraction, rng):
     order = rng.permutation(len(images))
     held = round(len(images) * fraction)
     return (images[order[held:]], labels[order[held:]]), (images[order[:held]], labels[order[:held]])
+
+
+def too_many_samples(args, training_images, test_images):
+    """The usage error of a --train-samples or --test-samples larger than the set it samples, or None."""
+    for flag, count, available, kind in (("--train-samples", args.train_samples, training_images, "training"),
+                                         ("--test-samples", args.test_samples, test_images, "test")):
+        if count is not None and count > available:
+            return f"{flag} {count} is more than the {available} {kind} images in {args.data or 'the bundled MNIST'}"
+    return None
+
+
+def split_data(data, args, rng):
+    """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
+    problem = too_many_samples(args, len(data.x_train), len(data.x_test))
+    if problem:
+        raise UsageError(problem)
+    train = subsample(data.x_train, data.y_train, args.train_samples, rng)
+    fit_set, validation = split_holdout(*train, args.validation_split, rng)
+    if len(fit_set[0]) == 0:
+        raise UsageError("--validation-split leaves no training images")
+    test = subsample(data.x_test, data.y_test, args.test_samples, rng)  # drawn last: it changes no training image
+    return fit_set, validation, test
+
+
+def missing_digits_warning(fit_labels, validation_labels):
+    """The warning for classes that no training image shows (the network cannot learn them), or None."""
+    missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(fit_labels).tolist()))
+    if not missing:
+        return None
+    held_out = sorted(set(missing) & set(np.unique(validation_labels).tolist()))
+    why = f" (every image of {', '.join(map(str, held_out))} is in the validation holdout)" if held_out else ""
+    return (f"warning: no training image is labelled {', '.join(map(str, missing))}: the network cannot learn to "
+            f"recognise {'it' if len(missing) == 1 else 'them'}{why}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,6 +834,26 @@ def fit_temperature(logits, labels):
 
     bounds = (-LOG_TEMPERATURE_LIMIT, LOG_TEMPERATURE_LIMIT)
     return float(np.exp(scipy.optimize.minimize_scalar(loss, bounds=bounds, method="bounded").x))
+
+
+CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after")
+
+
+def calibrate(model, validation, shift_average):
+    """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found.
+
+    Without a holdout, say so and return the model uncalibrated."""
+    images, labels = validation
+    if not len(images):
+        print("No validation holdout (--validation-split 0, or too few images to hold one out): "
+              "the probabilities are not calibrated.")
+        return float32_copy(model), dict.fromkeys(CALIBRATION_KEYS)
+    # The views' mean log-probabilities differ from logits by a constant per image, which softmax ignores.
+    logits = predict_views(float32_copy(model), images, shift_average).mean(0)
+    temperature = fit_temperature(logits, labels)
+    before = cross_entropy(scipy.special.softmax(logits, axis=-1), labels)
+    after = cross_entropy(scipy.special.softmax(logits / temperature, axis=-1), labels)
+    return float32_copy(model, temperature), dict(zip(CALIBRATION_KEYS, (temperature, before, after)))
 
 
 def calibration_summary(temperature, validation_images):
@@ -1783,59 +1836,6 @@ def check_writable(path, what, files=None):
             pass
     except OSError as error:
         raise DataError(f"cannot write {what} {path}: {error.strerror or error}") from None
-
-
-def too_many_samples(args, training_images, test_images):
-    """The usage error of a --train-samples or --test-samples larger than the set it samples, or None."""
-    for flag, count, available, kind in (("--train-samples", args.train_samples, training_images, "training"),
-                                         ("--test-samples", args.test_samples, test_images, "test")):
-        if count is not None and count > available:
-            return f"{flag} {count} is more than the {available} {kind} images in {args.data or 'the bundled MNIST'}"
-    return None
-
-
-def split_data(data, args, rng):
-    """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
-    problem = too_many_samples(args, len(data.x_train), len(data.x_test))
-    if problem:
-        raise UsageError(problem)
-    train = subsample(data.x_train, data.y_train, args.train_samples, rng)
-    fit_set, validation = split_holdout(*train, args.validation_split, rng)
-    if len(fit_set[0]) == 0:
-        raise UsageError("--validation-split leaves no training images")
-    test = subsample(data.x_test, data.y_test, args.test_samples, rng)  # drawn last: it changes no training image
-    return fit_set, validation, test
-
-
-def missing_digits_warning(fit_labels, validation_labels):
-    """The warning for classes that no training image shows (the network cannot learn them), or None."""
-    missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(fit_labels).tolist()))
-    if not missing:
-        return None
-    held_out = sorted(set(missing) & set(np.unique(validation_labels).tolist()))
-    why = f" (every image of {', '.join(map(str, held_out))} is in the validation holdout)" if held_out else ""
-    return (f"warning: no training image is labelled {', '.join(map(str, missing))}: the network cannot learn to "
-            f"recognise {'it' if len(missing) == 1 else 'them'}{why}")
-
-
-CALIBRATION_KEYS = ("temperature", "validation_cross_entropy_before", "validation_cross_entropy_after")
-
-
-def calibrate(model, validation, shift_average):
-    """Fit the temperature on the validation holdout; return the calibrated float32 model and what it found.
-
-    Without a holdout, say so and return the model uncalibrated."""
-    images, labels = validation
-    if not len(images):
-        print("No validation holdout (--validation-split 0, or too few images to hold one out): "
-              "the probabilities are not calibrated.")
-        return float32_copy(model), dict.fromkeys(CALIBRATION_KEYS)
-    # The views' mean log-probabilities differ from logits by a constant per image, which softmax ignores.
-    logits = predict_views(float32_copy(model), images, shift_average).mean(0)
-    temperature = fit_temperature(logits, labels)
-    before = cross_entropy(scipy.special.softmax(logits, axis=-1), labels)
-    after = cross_entropy(scipy.special.softmax(logits / temperature, axis=-1), labels)
-    return float32_copy(model, temperature), dict(zip(CALIBRATION_KEYS, (temperature, before, after)))
 
 
 # What Keras calls each curve of the history, and what metrics.json calls it
