@@ -1738,9 +1738,8 @@ def model_file(text):
     return given
 
 
-# Flags that only a training run uses, refused with --predict rather than silently ignored
-TRAINING_FLAGS = ("epochs", "batch_size", "lr", "seed", "precision", "xla", "data", "train_samples", "test_samples",
-                  "validation_split", "output_dir", "save_model")
+# The flags a --predict run uses; the others are for training runs, refused with --predict rather than ignored
+PREDICT_FLAGS = ("predict", "model", "no_accel", "shift_average")
 
 
 def parse_args(argv):
@@ -1795,9 +1794,9 @@ def parse_args(argv):
     if args.model and not args.predict:
         parser.error("--model is only used with --predict")
     if args.predict:  # parsed again with a default of its own, to tell a flag given its default value from none
-        unset = object()
-        parser.set_defaults(**dict.fromkeys(TRAINING_FLAGS, unset))
-        given = [name for name in TRAINING_FLAGS if getattr(parser.parse_args(argv), name) is not unset]
+        unset, training_flags = object(), [name for name in vars(args) if name not in PREDICT_FLAGS]
+        parser.set_defaults(**dict.fromkeys(training_flags, unset))
+        given = [name for name in training_flags if getattr(parser.parse_args(argv), name) is not unset]
         if given:
             parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
     if args.output_dir and args.save_model:  # realpath, not resolve: a link loop is check_writable's to report
