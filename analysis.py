@@ -551,7 +551,8 @@ def configure_runtime(args):
 
 
 def map_parallelism(gpu):
-    """Batches the input stream prepares at once: the cores the training step leaves free, at least one."""
+    """Batches the input stream prepares at once, at least one: with a GPU, all cores but two; on a CPU, whose
+    cores the training step shares, a quarter of them."""
     cores = usable_cores()
     return max(1, cores - 2) if gpu else max(1, cores // 4)
 
