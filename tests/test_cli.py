@@ -437,6 +437,11 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with 
     assert script_lines(stderr) == [] and "Traceback" not in stderr and "Exception ignored" not in stderr
 
 
+def disk_full(model, path):
+    """A save_model that finds the disk full."""
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
 class ReaderGoneAt(io.StringIO):
     """Standard output whose reader goes away (as `| head` does) when a line holding `text` is written."""
 
@@ -454,26 +459,24 @@ class ReaderGoneAt(io.StringIO):
         """A real file descriptor, for main's redirection of what is left to os.devnull."""
         return self.devnull
 
+    def __exit__(self, *exception):
+        """Close the file descriptor, keeping what was written readable."""
+        os.close(self.devnull)
+
 
 def test_a_reader_that_stops_at_the_report_costs_no_finished_file(tmp_path):  # `python analysis.py ... | head -20`
-    stdout = ReaderGoneAt("Loss:")
-    try:
+    with ReaderGoneAt("Loss:") as stdout:
         status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", tmp_path / "out"],
                                      stdout)
-    finally:
-        os.close(stdout.devnull)
     assert status == 141 and stderr == ""
     assert (tmp_path / "m.keras").is_file() and (tmp_path / "out" / "metrics.json").is_file()
     assert "val_accuracy" in stdout.getvalue() and "Loss:" not in stdout.getvalue()
 
 
 def test_a_reader_that_stops_during_training_costs_no_file_asked_for(tmp_path):  # `... | head`, ten lines
-    stdout = ReaderGoneAt("val_accuracy")  # the one epoch's line: the reader is gone before training ends
-    try:
+    with ReaderGoneAt("val_accuracy") as stdout:  # the one epoch's line: the reader is gone before training ends
         status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", tmp_path / "out"],
                                      stdout)
-    finally:
-        os.close(stdout.devnull)
     assert status == 141 and stderr == ""
     assert (tmp_path / "m.keras").is_file() and all((tmp_path / "out" / name).is_file() for name in analysis.REPORT_FILES)
 
@@ -489,13 +492,10 @@ def test_keeping_the_files_puts_the_streams_back(monkeypatch, outcome):
 
 
 def test_a_reader_of_both_streams_that_stops_costs_no_file_asked_for(tmp_path):  # `... 2>&1 | head -1`
-    stdout, stderr = ReaderGoneAt("Device:"), ReaderGoneAt("warning:")  # the warning comes after the reader went
-    try:
+    # the warning comes after the reader went
+    with ReaderGoneAt("Device:") as stdout, ReaderGoneAt("warning:") as stderr:
         status, _, _ = run_main(["--epochs", "1", "--train-samples", "12", "--test-samples", "100", "--precision",
                                  "float32", "--save-model", tmp_path / "m.keras"], stdout, stderr)
-    finally:
-        os.close(stdout.devnull)
-        os.close(stderr.devnull)
     assert status == 141 and (tmp_path / "m.keras").is_file()
 
 
@@ -516,22 +516,13 @@ def test_a_folder_that_became_a_file_is_named_once(tmp_path):
 
 
 def test_a_file_that_cannot_be_written_is_reported_though_the_reader_has_gone(tmp_path, monkeypatch):
-    def disk_full(model, path):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
     monkeypatch.setattr(analysis, "save_model", disk_full)
-    stdout = ReaderGoneAt("Loss:")
-    try:
+    with ReaderGoneAt("Loss:") as stdout:
         status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras"], stdout)
-    finally:
-        os.close(stdout.devnull)
     assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
 
 
 def test_a_model_that_cannot_be_saved_does_not_cost_the_reports(tmp_path, monkeypatch):
-    def disk_full(model, path):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
     monkeypatch.setattr(analysis, "save_model", disk_full)
     out = tmp_path / ("out\nput" if os.name == "posix" else "output")  # a newline would split the report's line
     status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", out])
