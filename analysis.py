@@ -1419,7 +1419,8 @@ def locate_digit(ink):
     boxes = scipy.ndimage.find_objects(pieces)
     weight[edge_pieces(pieces, count, smooth, width)] = 0
     if not weight.any():
-        raise DataError("no digit found (the only ink runs along the picture's edge, like a sheet's edge)")
+        raise DataError("no digit found (the only ink runs along the picture's edge, like a sheet's edge, or a "
+                        "digit cut off by it)")
     digit = [int(weight.argmax())]
     for _ in range(2):  # pieces near the digit, then pieces near those
         top, bottom, left, right = bounding_box(boxes, digit)
@@ -1529,7 +1530,7 @@ def read_digit(gray, light):
     extent = extent_of(strokes)
     if extent < 0.03 * min(ink.shape):
         raise DataError(f"no digit found (the only ink is a speck, {100 * extent / max(ink.shape):.2g} % of the "
-                        "picture across)")
+                        "picture across: if it is the digit, crop the picture closer to it)")
     if extent < 6:
         raise DataError(f"no digit found (the ink is {extent} pixel{'s' if extent > 1 else ''} across, too few to "
                         f"read: at least 6 are needed, in a picture of {ink.shape[1]}x{ink.shape[0]})")
@@ -1539,10 +1540,12 @@ def read_digit(gray, light):
         raise DataError("no digit found (the marks are too faint against the picture's noise)")
     if np.median((ink_map(gray, smooth_gray, 2 * window, light) - ink)[strokes]) > 0.35 * strength:
         raise DataError("no digit found (the marks are a broad change of tone, like a shadow, not pen strokes)")
-    contrast = contrast_with_surroundings(gray, core, strokes)
+    inkiest = core & (ink > 0.5 * strength)  # the core less the paper beside a line 1 pixel wide, which smoothing blurs
+    inkiest = inkiest if inkiest.any() else core
+    contrast = contrast_with_surroundings(gray, inkiest, strokes)
     if contrast < 0.4 * strength:
         raise DataError("no digit found (the marks do not stand out from the paper around them)")
-    if (np.median(gray[core]) - np.median(gray)) * (1 if light else -1) < 0.25 * strength:
+    if (np.median(gray[inkiest]) - np.median(gray)) * (1 if light else -1) < 0.25 * strength:
         raise DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than the picture as a "
                         "whole: the paper's edge, not ink?)")
     return strokes, strength, contrast, ink
@@ -1601,6 +1604,7 @@ def preprocess_drawing(gray):
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)
+    fine = fine / fine.max()  # strokes thinner than a pixel at this size come out faint: full white again
     fine = Image.fromarray(with_stroke_width(fine, 4 * MNIST_STROKE).astype(np.float32), "F")
     digit = np.asarray(fine.resize(scaled_size(fine.size, 20), Image.Resampling.BOX)).clip(0, 1)
     canvas = np.zeros((IMAGE_SIDE + 2 * 20, IMAGE_SIDE + 2 * 20), np.float32)  # margin for the shift

@@ -75,10 +75,22 @@ def test_uneven_light_does_not_read_as_ink():
     assert height == 20 and width <= 6  # the stroke alone
 
 
-@pytest.mark.parametrize("width, box", [(3, (100, 300, 500, 303)), (90, (100, 250, 500, 340))])
-def test_pen_and_marker_strokes_are_brought_to_mnist_width(width, box):
-    digit = analysis.preprocess_drawing(stroke_image(size=(600, 600), box=box))  # 400 tall, `width` wide
-    assert 2 <= analysis.stroke_width(digit > 0.5) <= 4  # MNIST's: 1.9-3.6 for 80 % of its digits
+def drawn_zero(size, pen):
+    """A 0 drawn with a pen `pen` pixels wide, nine tenths as tall as the square picture of `size` pixels."""
+    picture = Image.new("L", (size, size), 230)
+    ImageDraw.Draw(picture).ellipse((size // 4, size // 20, 3 * size // 4, 19 * size // 20), outline=20, width=pen)
+    return np.asarray(picture, np.float32) / 255
+
+
+@pytest.mark.parametrize("gray", [
+    stroke_image(size=(600, 600), box=(100, 300, 500, 303)),  # a pen, 3 pixels wide and 400 tall
+    stroke_image(size=(600, 600), box=(100, 250, 500, 340)),  # a marker, 90 pixels wide
+    stroke_image(size=(600, 600), box=(100, 300, 500, 301)),  # a pencil line of 1 pixel, as a paint program's
+    drawn_zero(1000, 3),  # a pen on a large canvas, a sixth of a pixel wide where the 0 is 20 tall
+], ids=["pen", "marker", "one-pixel line", "fine pen, large canvas"])
+def test_pen_and_marker_strokes_are_brought_to_mnist_width(gray):
+    digit = analysis.preprocess_drawing(gray)
+    assert digit.max() > 0.95 and 2 <= analysis.stroke_width(digit > 0.5) <= 4  # MNIST's: 1.9-3.6 for 80 % of it
 
 
 def pen_drawn_seven(size=(4000, 3000), height=1500, stroke=10):
@@ -155,7 +167,7 @@ def ruled_page(shape, spacing, margin_column):
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
     (lambda: noisy_page(noise=0.08), "too faint against the picture's noise"),
-    (lambda: with_speck(noisy_page(noise=0.01)), "a speck, 0.38 % of the picture across"),
+    (lambda: with_speck(noisy_page(noise=0.01)), "a speck, 0.38 % of the picture across: if it is the digit, crop"),
     (lambda: with_shadow(noisy_page(noise=0.01)), "a blob"),
     (lambda: with_shadow(noisy_page(noise=0.01), small=False), "like a shadow"),
     (lambda: with_table_edge(noisy_page(noise=0.01)), "like a sheet's edge"),
