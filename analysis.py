@@ -229,7 +229,9 @@ def load_npz(path):
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             missing = [key for key in IDX_NAMES if key not in archive.files]
             if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)}")
+                held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
+                    if archive.files else "it is empty"
+                raise DataError(f"{path}: missing array(s) {', '.join(missing)} ({held})")
             arrays = {key: archive[key] for key in IDX_NAMES}
     except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
         reason = f"refused: {error}" if "allow_pickle" in str(error) else f"not a readable .npz archive ({error})"
