@@ -223,6 +223,8 @@ def load_idx_directory(directory, verify_pins):
 def load_npz(path):
     """Load a Keras-layout .npz (x_train, y_train, x_test, y_test) without unpickling anything."""
     raw = path.read_bytes()  # read once: hashed and parsed from memory
+    if raw.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path}: gzip-compressed: decompress it first (gunzip), or give --data <(gunzip -c FILE)")
     if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
         raise DataError(f"{path}: not a .npz archive (nor an IDX directory)")
     try:
@@ -277,6 +279,9 @@ def load_data(path=None):
         raise DataError(f"{path}: neither a file nor a folder (a device or a socket)")
     else:
         raise DataError(f"{path}: no such file or directory")
+    # Images with a channel axis (N x 28 x 28 x 1) and labels in a column (N x 1), as Keras code keeps them
+    arrays = {key: array[..., 0] if array.ndim in (2, 4) and array.shape[-1] == 1 else array
+              for key, array in arrays.items()}
     check_arrays(arrays, path)
     source = "the bundled MNIST in data/mnist (SHA-256 pins verified)" if bundled else str(path)
     return Dataset(**{key: arrays[key] for key in IDX_NAMES}, source=source, sha256=sha256)

@@ -134,6 +134,22 @@ def test_npz_with_a_missing_key_is_refused_naming_what_it_holds(tmp_path):
         analysis.load_data(tmp_path / "partial.npz")
 
 
+def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a channel axis, labels in a column
+    arrays = synthetic_arrays()
+    np.savez(tmp_path / "keras.npz", **{key: value[..., None] for key, value in arrays.items()})
+    data = analysis.load_data(tmp_path / "keras.npz")
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(getattr(data, key), value)
+
+
+def test_a_gzipped_archive_is_refused_saying_how_to_read_it(tmp_path):
+    buffer = io.BytesIO()
+    np.savez(buffer, **synthetic_arrays())
+    (tmp_path / "mnist.npz.gz").write_bytes(gzip.compress(buffer.getvalue()))
+    with pytest.raises(analysis.DataError, match=r"gzip-compressed: decompress it first \(gunzip\), or give --data"):
+        analysis.load_data(tmp_path / "mnist.npz.gz")
+
+
 def test_file_that_is_not_an_archive_is_refused(tmp_path):
     (tmp_path / "notes.npz").write_text("these are not arrays")
     with pytest.raises(analysis.DataError, match="not a .npz archive"):
