@@ -200,12 +200,22 @@ def read_idx(path):
 
 
 def find_idx_file(directory, name):
-    """Return the path of an IDX file in a directory under its canonical name, gzipped or not."""
+    """The path of the IDX file `name` in a directory: under that name, gzipped or not, or the one file named alike.
+
+    Alike: its name holds the same words (train, or t10k or test; images or labels), as EMNIST's
+    emnist-digits-train-images-idx3-ubyte.gz does."""
     dotted = name.replace("-idx", ".idx")  # the spelling some mirrors use
     for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
         if (directory / candidate).is_file():
             return directory / candidate
-    raise DataError(f"{directory}: no {name} or {name}.gz")
+    split, kind = name.split("-")[:2]
+    splits = {"train"} if split == "train" else {"t10k", "test"}
+    alike = sorted(path for path in directory.iterdir() if path.is_file()
+                   and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & splits and kind in words)
+    if len(alike) == 1:
+        return alike[0]
+    several = f" (which of {', '.join(path.name for path in alike)}?)" if alike else ""
+    raise DataError(f"{directory}: no {name} or {name}.gz{several}")
 
 
 def load_idx_directory(directory, verify_pins):

@@ -134,6 +134,26 @@ def test_npz_with_a_missing_key_is_refused_naming_what_it_holds(tmp_path):
         analysis.load_data(tmp_path / "partial.npz")
 
 
+def test_an_idx_folder_named_as_emnist_names_its_files_is_read(tmp_path):
+    arrays = synthetic_arrays()
+    for key, name in analysis.IDX_NAMES.items():
+        emnist_name = f"emnist-digits-{name.replace('t10k', 'test')}.gz"
+        (tmp_path / emnist_name).write_bytes(gzip.compress(idx_bytes(arrays[key])))
+    (tmp_path / "emnist-digits-mapping.txt").write_text("0 48\n")
+    data = analysis.load_data(tmp_path)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(getattr(data, key), value)
+
+
+def test_an_idx_folder_with_two_files_that_could_be_one_names_both(tmp_path):
+    write_idx_dir(tmp_path, synthetic_arrays())
+    (tmp_path / "t10k-images-idx3-ubyte.gz").rename(tmp_path / "test-images-a.gz")
+    (tmp_path / "test-images-b.gz").write_bytes((tmp_path / "test-images-a.gz").read_bytes())
+    with pytest.raises(analysis.DataError, match=r"no t10k-images-idx3-ubyte or t10k-images-idx3-ubyte.gz \(which of "
+                                                 r"test-images-a.gz, test-images-b.gz\?\)$"):
+        analysis.load_data(tmp_path)
+
+
 def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a channel axis, labels in a column
     arrays = synthetic_arrays()
     np.savez(tmp_path / "keras.npz", **{key: value[..., None] for key, value in arrays.items()})
