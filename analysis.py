@@ -914,11 +914,13 @@ def format_report(loss, accuracy, matrix):
 
 
 def per_class_metrics(labels, predictions):
-    """Precision, recall, F1 and support for each class, from scikit-learn."""
+    """Precision, recall, F1 and support for each class, from scikit-learn; None where a score divides 0 by 0
+    (a class never predicted has no precision, one the test set lacks no recall)."""
     scores = sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=range(NUM_CLASSES),
-                                                             zero_division=0)
-    return {str(digit): {"precision": float(precision), "recall": float(recall), "f1-score": float(f1),
-                         "support": int(support)} for digit, (precision, recall, f1, support) in enumerate(zip(*scores))}
+                                                             zero_division=np.nan)
+    names = ("precision", "recall", "f1-score")
+    return {str(digit): {**{name: None if np.isnan(score) else float(score) for name, score in zip(names, row)},
+                         "support": int(row[3])} for digit, row in enumerate(zip(*scores))}
 
 
 def per_digit_report(labels, predictions):

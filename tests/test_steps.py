@@ -349,7 +349,8 @@ def test_per_class_metrics_cover_every_digit():
     metrics = analysis.per_class_metrics(labels, np.array([0, 1, 2, 2]))
     assert list(metrics) == [str(d) for d in range(10)]
     assert metrics["1"]["recall"] == 0.5 and metrics["2"]["precision"] == 0.5
-    assert metrics["7"]["support"] == 0
+    assert metrics["1"]["precision"] == 1 and metrics["2"]["recall"] == 1
+    assert metrics["7"] == {"precision": None, "recall": None, "f1-score": None, "support": 0}  # nothing to score
 
 
 # ---------------------------------------------------------------------------------------------
