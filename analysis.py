@@ -209,13 +209,20 @@ def find_idx_file(directory, name):
         if (directory / candidate).is_file():
             return directory / candidate
     split, kind = name.split("-")[:2]
-    splits = {"train"} if split == "train" else {"t10k", "test"}
-    alike = sorted(path for path in directory.iterdir() if path.is_file()
-                   and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & splits and kind in words)
+    splits = {"train", "training"} if split == "train" else {"t10k", "test", "testing"}
+    alike = sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file()
+                   and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & splits and kind in words
+                   and idx_or_gzip(path))
     if len(alike) == 1:
         return alike[0]
-    several = f" (which of {', '.join(path.name for path in alike)}?)" if alike else ""
+    several = f" (which of {', '.join(path.name for path in alike)}? give a folder of one set's files)" if alike else ""
     raise DataError(f"{directory}: no {name} or {name}.gz{several}")
+
+
+def idx_or_gzip(path):
+    """Whether a file begins as an IDX file or a gzipped one does (not a checksum, a note or a preview)."""
+    with open(path, "rb") as file:
+        return file.read(2) in (b"\x00\x00", b"\x1f\x8b")
 
 
 def load_idx_directory(directory, verify_pins):
@@ -234,7 +241,7 @@ def load_npz(path):
     """Load a Keras-layout .npz (x_train, y_train, x_test, y_test) without unpickling anything."""
     raw = path.read_bytes()  # read once: hashed and parsed from memory
     if raw.startswith(b"\x1f\x8b"):
-        raise DataError(f"{path}: gzip-compressed: decompress it first (gunzip), or give --data <(gunzip -c FILE)")
+        raise DataError(f"{path}: {gzipped_contents(raw)}")
     if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
         raise DataError(f"{path}: not a .npz archive (nor an IDX directory)")
     try:
@@ -256,6 +263,21 @@ def load_npz(path):
     if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
         raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
     return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
+
+
+def gzipped_contents(raw):
+    """What a gzipped --data file holds, from its first bytes, and what to give instead."""
+    try:
+        head = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(262)
+    except (OSError, EOFError, zlib.error):
+        return "gzip-compressed, and damaged"
+    if head.startswith(b"PK"):
+        return "gzip-compressed: decompress it first (gunzip), or give --data <(gunzip -c FILE)"
+    if head.startswith(b"\x00\x00"):
+        return "one gzipped IDX file: give the folder that holds all four"
+    if head[257:262] == b"ustar":
+        return "a gzipped tar archive: extract it (tar xzf FILE) and give the folder it makes"
+    return "gzip-compressed, and no .npz archive inside"
 
 
 def check_arrays(arrays, source):
@@ -556,8 +578,9 @@ def configure_runtime(args):
     if not gpus:
         if not xla:  # Keras compiles no XLA under op determinism: it would drop --xla with a warning
             tf.config.experimental.enable_op_determinism()  # same seed, same numbers on a CPU
-        gpus_hidden = tf.config.list_physical_devices("GPU")  # by the caller, so not a failure to warn of
-        if not args.no_accel and not gpus_hidden and tf.test.is_built_with_cuda() and nvidia_driver_present():
+        # hidden on purpose (by the caller, or CUDA_VISIBLE_DEVICES), not a failure to warn of
+        hidden = tf.config.list_physical_devices("GPU") or os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+        if not args.no_accel and not hidden and tf.test.is_built_with_cuda() and nvidia_driver_present():
             print("warning: TensorFlow finds no usable GPU (run with TF_CPP_MIN_LOG_LEVEL=0 to see why; "
                   "README, GPU troubleshooting): training on the CPU", file=sys.stderr, flush=True)
     precision = pick_precision(args.precision, capability)

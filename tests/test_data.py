@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import shutil
+import tarfile
 import zipfile
 
 import numpy as np
@@ -145,12 +146,23 @@ def test_an_idx_folder_named_as_emnist_names_its_files_is_read(tmp_path):
         np.testing.assert_array_equal(getattr(data, key), value)
 
 
+def test_an_idx_folder_named_alike_may_hold_other_files_too(tmp_path):
+    write_idx_dir(tmp_path, synthetic_arrays())
+    for name in analysis.IDX_NAMES.values():
+        spelled = name.replace("train", "training").replace("t10k", "testing")
+        (tmp_path / f"{name}.gz").rename(tmp_path / f"{spelled}.gz")
+        (tmp_path / f"._{name}.gz").write_bytes(b"\x00\x05\x16\x07")  # what a Mac's archive leaves beside each
+    (tmp_path / "train-images.md5").write_text("0123456789abcdef  train-images.gz\n")
+    assert len(analysis.load_data(tmp_path).x_train) == len(synthetic_arrays()["x_train"])
+
+
 def test_an_idx_folder_with_two_files_that_could_be_one_names_both(tmp_path):
     write_idx_dir(tmp_path, synthetic_arrays())
     (tmp_path / "t10k-images-idx3-ubyte.gz").rename(tmp_path / "test-images-a.gz")
     (tmp_path / "test-images-b.gz").write_bytes((tmp_path / "test-images-a.gz").read_bytes())
     with pytest.raises(analysis.DataError, match=r"no t10k-images-idx3-ubyte or t10k-images-idx3-ubyte.gz \(which of "
-                                                 r"test-images-a.gz, test-images-b.gz\?\)$"):
+                                                 r"test-images-a.gz, test-images-b.gz\? give a folder of one set's "
+                                                 r"files\)$"):
         analysis.load_data(tmp_path)
 
 
@@ -162,12 +174,32 @@ def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a c
         np.testing.assert_array_equal(getattr(data, key), value)
 
 
-def test_a_gzipped_archive_is_refused_saying_how_to_read_it(tmp_path):
+def tar_bytes(name, content):
+    """A tar archive holding one file."""
     buffer = io.BytesIO()
-    np.savez(buffer, **synthetic_arrays())
-    (tmp_path / "mnist.npz.gz").write_bytes(gzip.compress(buffer.getvalue()))
-    with pytest.raises(analysis.DataError, match=r"gzip-compressed: decompress it first \(gunzip\), or give --data"):
-        analysis.load_data(tmp_path / "mnist.npz.gz")
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        member = tarfile.TarInfo(name)
+        member.size = len(content)
+        archive.addfile(member, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("contents, advice", [
+    (lambda: npz_bytes(synthetic_arrays()), r"gzip-compressed: decompress it first \(gunzip\), or give --data"),
+    (lambda: idx_bytes(synthetic_arrays()["x_train"]), "one gzipped IDX file: give the folder that holds all four"),
+    (lambda: tar_bytes("mnist.npz", b"PK"), r"a gzipped tar archive: extract it \(tar xzf FILE\)"),
+])
+def test_a_gzipped_file_is_refused_saying_what_to_give_instead(tmp_path, contents, advice):
+    (tmp_path / "data.gz").write_bytes(gzip.compress(contents()))
+    with pytest.raises(analysis.DataError, match=advice):
+        analysis.load_data(tmp_path / "data.gz")
+
+
+def npz_bytes(arrays):
+    """An .npz archive of the arrays, in memory."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def test_file_that_is_not_an_archive_is_refused(tmp_path):

@@ -490,6 +490,17 @@ def test_faked_gpus_refuse_what_they_cannot_do(monkeypatch, capability, requeste
         analysis.configure_runtime(runtime_args(precision=requested))
 
 
+@pytest.mark.parametrize("hiding", ["by tf.config", "-1", ""])
+def test_a_gpu_hidden_on_purpose_is_not_warned_of(monkeypatch, capsys, hiding):
+    fake_gpu(monkeypatch, None)
+    if hiding == "by tf.config":  # TensorFlow found it, and was told not to use it
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [FakeGPU()])
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hiding)
+    runtime = analysis.configure_runtime(runtime_args(precision="float32"))
+    assert not runtime.gpu and capsys.readouterr().err == ""
+
+
 def test_xla_asked_for_on_a_cpu_is_what_compiles(monkeypatch):
     monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [])  # a CPU alone, whatever is here
     monkeypatch.setattr(analysis, "nvidia_driver_present", lambda: False)
