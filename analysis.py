@@ -1478,7 +1478,9 @@ def locate_digit(ink):
 def without_ruled_lines(ink):
     """The ink map less the lines of ruled paper: two or more thin lines (each under 2 % of the picture
     thick) running across nine tenths of it, horizontally or vertically. The bars of a tightly
-    cropped digit are thicker, and a single line may be a tightly cropped 1: those stay."""
+    cropped digit are thicker, and a single line may be a tightly cropped 1: those stay. Both ways are
+    sought in the whole map, so that squared paper's lines, cut where they cross, are found too."""
+    ruled = np.zeros_like(ink)
     for axis in (0, 1):
         size = [1, 1]
         size[1 - axis] = max(3, round(0.9 * ink.shape[1 - axis]))
@@ -1488,8 +1490,8 @@ def without_ruled_lines(ink):
         crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
         starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
         if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]):
-            ink = ink - lines
-    return ink
+            ruled = np.maximum(ruled, lines)
+    return ink - ruled
 
 
 def noise_level(smooth):

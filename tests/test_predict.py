@@ -379,6 +379,15 @@ def test_pillow_s_warnings_about_a_file_it_reads_anyway_are_not_shown(tmp_path):
         assert analysis.load_drawing(tmp_path / "icon.ico").shape == (64, 64)
 
 
+@pytest.mark.parametrize("pen", [1, 2])
+def test_squared_paper_without_a_digit_is_refused(pen):  # its lines cut where they cross, but lines all the same
+    gray = np.full((500, 500), 0.95, np.float32)
+    for k in range(0, 500, 50):
+        gray[k:k + pen], gray[:, k:k + pen] = 0.3, 0.3
+    with pytest.raises(analysis.DataError, match="no digit found"):
+        analysis.preprocess_drawing(gray)
+
+
 @pytest.mark.parametrize("light", [False, True])
 def test_a_digit_cropped_to_its_ink_and_refused_is_told_to_leave_paper_around_it(light):
     picture = Image.new("L", (200, 280), 230)  # a 0, which runs along every side once cropped
