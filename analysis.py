@@ -1487,9 +1487,11 @@ def without_ruled_lines(ink):
         lines = scipy.ndimage.grey_opening(ink, size=tuple(size))
         if lines.max() <= 0:
             continue
-        crossed = np.concatenate([[0], (lines > 0.5 * lines.max()).any(axis=1 - axis), [0]]).astype(int)
+        across = lines.max(axis=1 - axis)  # each row's (or column's) strongest line
+        crossed = np.concatenate([[0], across > 0.5 * across.max(), [0]]).astype(int)
         starts, stops = np.flatnonzero(np.diff(crossed) == 1), np.flatnonzero(np.diff(crossed) == -1)
-        if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]):
+        clear_between = np.median(across) < 0.25 * across.max()  # not noise, whose every row makes a faint line
+        if len(starts) >= 2 and np.all(stops - starts <= 0.02 * ink.shape[axis]) and clear_between:
             ruled = np.maximum(ruled, lines)
     return ink - ruled
 
