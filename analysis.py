@@ -286,10 +286,11 @@ def check_arrays(arrays, source):
         images, labels = arrays[f"x_{key}"], arrays[f"y_{key}"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
             raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, "
-                            f"expected N x {IMAGE_SIDE} x {IMAGE_SIDE} uint8")
+                            f"expected N x {IMAGE_SIDE} x {IMAGE_SIDE} uint8 (or N x {IMAGE_SIDE} x {IMAGE_SIDE} x 1)")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{source}: {split} labels are {labels.dtype} {labels.shape}, "
-                            "expected a vector of integers")
+                            "expected a vector of integers 0-9, or a column of them (one-hot labels: save their "
+                            "argmax)")
         if len(images) != len(labels):
             raise DataError(f"{source}: {len(images)} {split} images but {len(labels)} labels")
         if len(labels) == 0:

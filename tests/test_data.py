@@ -174,6 +174,16 @@ def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a c
         np.testing.assert_array_equal(getattr(data, key), value)
 
 
+def test_one_hot_labels_are_refused_saying_what_to_save_instead(tmp_path):
+    arrays = synthetic_arrays()
+    arrays["y_train"] = np.eye(10, dtype=np.uint8)[arrays["y_train"]]
+    np.savez(tmp_path / "one-hot.npz", **arrays)
+    with pytest.raises(analysis.DataError, match=r"training labels are uint8 \(60, 10\), expected a vector of "
+                                                 r"integers 0-9, or a column of them \(one-hot labels: save "
+                                                 r"their argmax\)"):
+        analysis.load_data(tmp_path / "one-hot.npz")
+
+
 def tar_bytes(name, content):
     """A tar archive holding one file."""
     buffer = io.BytesIO()
