@@ -135,15 +135,19 @@ def test_npz_with_a_missing_key_is_refused_naming_what_it_holds(tmp_path):
         analysis.load_data(tmp_path / "partial.npz")
 
 
+def assert_holds(data, arrays):
+    """Assert that a loaded Dataset holds these four arrays."""
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(getattr(data, key), value)
+
+
 def test_an_idx_folder_named_as_emnist_names_its_files_is_read(tmp_path):
     arrays = synthetic_arrays()
     for key, name in analysis.IDX_NAMES.items():
         emnist_name = f"emnist-digits-{name.replace('t10k', 'test')}.gz"
         (tmp_path / emnist_name).write_bytes(gzip.compress(idx_bytes(arrays[key])))
     (tmp_path / "emnist-digits-mapping.txt").write_text("0 48\n")
-    data = analysis.load_data(tmp_path)
-    for key, value in arrays.items():
-        np.testing.assert_array_equal(getattr(data, key), value)
+    assert_holds(analysis.load_data(tmp_path), arrays)
 
 
 def test_an_idx_folder_named_alike_may_hold_other_files_too(tmp_path):
@@ -169,9 +173,7 @@ def test_an_idx_folder_with_two_files_that_could_be_one_names_both(tmp_path):
 def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a channel axis, labels in a column
     arrays = synthetic_arrays()
     np.savez(tmp_path / "keras.npz", **{key: value[..., None] for key, value in arrays.items()})
-    data = analysis.load_data(tmp_path / "keras.npz")
-    for key, value in arrays.items():
-        np.testing.assert_array_equal(getattr(data, key), value)
+    assert_holds(analysis.load_data(tmp_path / "keras.npz"), arrays)
 
 
 def test_one_hot_labels_are_refused_saying_what_to_save_instead(tmp_path):
@@ -182,6 +184,13 @@ def test_one_hot_labels_are_refused_saying_what_to_save_instead(tmp_path):
                                                  r"integers 0-9, or a column of them \(one-hot labels: save "
                                                  r"their argmax\)"):
         analysis.load_data(tmp_path / "one-hot.npz")
+
+
+def npz_bytes(arrays):
+    """An .npz archive of the arrays, in memory."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def tar_bytes(name, content):
@@ -203,13 +212,6 @@ def test_a_gzipped_file_is_refused_saying_what_to_give_instead(tmp_path, content
     (tmp_path / "data.gz").write_bytes(gzip.compress(contents()))
     with pytest.raises(analysis.DataError, match=advice):
         analysis.load_data(tmp_path / "data.gz")
-
-
-def npz_bytes(arrays):
-    """An .npz archive of the arrays, in memory."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def test_file_that_is_not_an_archive_is_refused(tmp_path):
