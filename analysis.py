@@ -280,17 +280,65 @@ def gzipped_contents(raw):
     return "gzip-compressed, and no .npz archive inside"
 
 
+# Pillow's weights for RGB to grey ("L"), which --predict uses too
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def grey_images(images):
+    """Images as N x 28 x 28: a channel axis first or last dropped (RGB made grey), rows of 784 folded."""
+    side = (IMAGE_SIDE, IMAGE_SIDE)
+    if images.ndim == 2 and images.shape[1] == IMAGE_SIDE * IMAGE_SIDE:
+        return images.reshape(-1, *side)
+    if images.ndim == 4 and images.shape[2:] == side and images.shape[1] in (1, 3):
+        images = np.moveaxis(images, 1, -1)
+    if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 1:
+        return images[..., 0]
+    if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 3:
+        grey = images.astype(np.float32) @ LUMA
+        return grey if images.dtype.kind in "bf" else np.rint(grey).astype(images.dtype)
+    return images
+
+
+def eight_bit_images(images, source, split):
+    """Pixels as uint8: other integers or booleans that run 0-255, floats from 0-1 or 0-255, rounded."""
+    if images.dtype == np.uint8 or images.dtype.kind not in "biuf" or images.size == 0:
+        return images
+    low, high = images.min(), images.max()
+    if images.dtype.kind == "f" and not np.isfinite([low, high]).all():
+        raise DataError(f"{source}: {split} images hold NaN or infinite values")
+    if low < 0 or high > 255:
+        standardised = ", not standardised values" if low < 0 else ""
+        raise DataError(f"{source}: {split} images run {low:g}..{high:g}; expected pixels 0-255 "
+                        f"(or 0-1 as floating point){standardised}")
+    if images.dtype.kind != "f":
+        return images.astype(np.uint8) * np.uint8(255 if images.dtype.kind == "b" else 1)
+    pixels = images * 255.0 if high <= 1 else images.astype(np.float64)  # a copy to round in place
+    return np.rint(pixels, out=pixels).astype(np.uint8)
+
+
+def integer_labels(labels):
+    """Labels as a vector: a column squeezed, one-hot rows turned to their digit, whole floats made integers."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2 and labels.shape[1] == NUM_CLASSES and np.isin(labels, (0, 1)).all() \
+            and (labels.sum(axis=1) == 1).all():
+        labels = labels.argmax(axis=1)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.rint(labels)).all():
+        labels = labels.astype(np.int64)
+    return labels
+
+
 def check_arrays(arrays, source):
     """Check images are N x 28 x 28 uint8 and labels are N integers in 0-9, split by split."""
     for key, split in (("train", "training"), ("test", "test")):
         images, labels = arrays[f"x_{key}"], arrays[f"y_{key}"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, "
-                            f"expected N x {IMAGE_SIDE} x {IMAGE_SIDE} uint8 (or N x {IMAGE_SIDE} x {IMAGE_SIDE} x 1)")
+            raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, expected N x {IMAGE_SIDE} "
+                            f"x {IMAGE_SIDE} numbers (with a grey or RGB channel axis, or rows of "
+                            f"{IMAGE_SIDE * IMAGE_SIDE}, if you like)")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{source}: {split} labels are {labels.dtype} {labels.shape}, "
-                            "expected a vector of integers 0-9, or a column of them (one-hot labels: save their "
-                            "argmax)")
+                            "expected whole numbers 0-9: a vector, a column, or one-hot rows")
         if len(images) != len(labels):
             raise DataError(f"{source}: {len(images)} {split} images but {len(labels)} labels")
         if len(labels) == 0:
@@ -312,9 +360,9 @@ def load_data(path=None):
         raise DataError(f"{path}: neither a file nor a folder (a device or a socket)")
     else:
         raise DataError(f"{path}: no such file or directory")
-    # Images with a channel axis (N x 28 x 28 x 1) and labels in a column (N x 1), as Keras code keeps them
-    arrays = {key: array[..., 0] if array.ndim in (2, 4) and array.shape[-1] == 1 else array
-              for key, array in arrays.items()}
+    for key, split in (("train", "training"), ("test", "test")):
+        arrays[f"x_{key}"] = eight_bit_images(grey_images(arrays[f"x_{key}"]), path, split)
+        arrays[f"y_{key}"] = integer_labels(arrays[f"y_{key}"])
     check_arrays(arrays, path)
     source = "the bundled MNIST in data/mnist (SHA-256 pins verified)" if bundled else str(path)
     return Dataset(**{key: arrays[key] for key in IDX_NAMES}, source=source, sha256=sha256)

@@ -304,8 +304,8 @@ def test_broken_data_exits_1_with_one_line(tmp_path, breakage, message):
 
 def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_nothing(
         mnist, tmp_path, monkeypatch):
-    """A ten-class set the model has never seen (inverted digits, relabelled), no validation split,
-    no output flags, and no network."""
+    """A ten-class set the model has never seen (inverted digits, relabelled; its training half saved as
+    scaled floats in rows of 784 with one-hot labels), no validation split, no output flags, and no network."""
     def refuse(*args, **kwargs):
         raise AssertionError("the analysis tried to open a network connection")
 
@@ -314,7 +314,8 @@ def test_other_data_without_a_holdout_trains_offline_uncalibrated_and_writes_not
     monkeypatch.chdir(tmp_path)
     arrays = {"x_train": 255 - mnist.x_train[:3000], "y_train": (mnist.y_train[:3000] + 3) % 10,
               "x_test": 255 - mnist.x_test[:300], "y_test": (mnist.y_test[:300] + 3) % 10}
-    np.savez_compressed(tmp_path / "other.npz", **arrays)
+    np.savez_compressed(tmp_path / "other.npz", **{**arrays, "x_train": arrays["x_train"].reshape(3000, 784) / 255,
+                                                  "y_train": np.eye(10)[arrays["y_train"]]})
     status, stdout, stderr = run_main(["--data", "other.npz", "--epochs", "2", "--seed", "3", "--validation-split", "0",
                                        "--precision", "float32"])
     assert status == 0, stderr

@@ -176,14 +176,58 @@ def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a c
     assert_holds(analysis.load_data(tmp_path / "keras.npz"), arrays)
 
 
-def test_one_hot_labels_are_refused_saying_what_to_save_instead(tmp_path):
+@pytest.mark.parametrize("layout", [
+    lambda x, y: (x / 255, y),  # floats in 0-1, as many scripts save them after scaling
+    lambda x, y: (x.astype(np.float32), y.astype(np.float64)),  # floats in 0-255; labels as whole floats
+    lambda x, y: (x.reshape(len(x), 784).astype(np.int64), np.eye(10)[y]),  # rows of 784 (OpenML); one-hot labels
+    lambda x, y: (x[:, None], np.eye(10, dtype=np.uint8)[y]),  # a channel axis first (PyTorch)
+    lambda x, y: (np.repeat(x[..., None], 3, axis=-1), y),  # grey saved as RGB
+    lambda x, y: (x > 127, y),  # black and white
+])
+def test_images_and_labels_in_other_layouts_are_taken_as_the_same_set(tmp_path, layout):
     arrays = synthetic_arrays()
-    arrays["y_train"] = np.eye(10, dtype=np.uint8)[arrays["y_train"]]
-    np.savez(tmp_path / "one-hot.npz", **arrays)
-    with pytest.raises(analysis.DataError, match=r"training labels are uint8 \(60, 10\), expected a vector of "
-                                                 r"integers 0-9, or a column of them \(one-hot labels: save "
-                                                 r"their argmax\)"):
-        analysis.load_data(tmp_path / "one-hot.npz")
+    arrays["x_train"], arrays["y_train"] = layout(arrays["x_train"], arrays["y_train"])
+    np.savez(tmp_path / "other.npz", **arrays)
+    data = analysis.load_data(tmp_path / "other.npz")
+    expected = synthetic_arrays()
+    if arrays["x_train"].dtype == bool:
+        expected["x_train"] = np.where(expected["x_train"] > 127, 255, 0).astype(np.uint8)
+    assert_holds(data, expected)
+    assert data.x_train.dtype == np.uint8 and np.issubdtype(data.y_train.dtype, np.integer)
+
+
+def test_rgb_images_are_made_grey_as_pillow_makes_them():
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
+    expected = np.stack([np.asarray(Image.fromarray(image, "RGB").convert("L")) for image in rgb])
+    grey = analysis.eight_bit_images(analysis.grey_images(rgb), "rgb.npz", "training")
+    assert grey.dtype == np.uint8 and grey.shape == (3, 28, 28)
+    assert np.abs(grey.astype(int) - expected).max() <= 1  # Pillow rounds its fixed-point sums its own way
+
+
+PIXELS_EXPECTED = r"expected pixels 0-255 \(or 0-1 as floating point\)"
+LABELS_EXPECTED = "expected whole numbers 0-9: a vector, a column, or one-hot rows"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {"x_train": (a["x_train"] - 127.5) / 64},
+     rf"training images run -1.99\d*\.\.1.99\d*; {PIXELS_EXPECTED}, not standardised values$"),
+    (lambda a: {"x_test": a["x_test"].astype(np.uint16) * 4}, rf"test images run 0\.\.1020; {PIXELS_EXPECTED}$"),
+    (lambda a: {"x_train": np.where(a["x_train"] > 0, a["x_train"] / 255, np.nan)},
+     "training images hold NaN or infinite values"),
+    (lambda a: {"y_train": np.eye(10)[a["y_train"]] * 0.9 + 0.01},
+     rf"training labels are float64 \(60, 10\), {LABELS_EXPECTED}$"),
+    (lambda a: {"y_test": a["y_test"] + 0.5}, rf"test labels are float64 \(20,\), {LABELS_EXPECTED}$"),
+    (lambda a: {"x_train": a["x_train"][..., None].repeat(4, axis=-1)},
+     r"training images are uint8 \(60, 28, 28, 4\), expected N x 28 x 28 numbers \(with a grey or RGB channel"),
+])
+def test_images_or_labels_that_cannot_be_taken_are_refused_saying_why(tmp_path, change, message):
+    arrays = synthetic_arrays()
+    arrays.update(change(arrays))
+    np.savez(tmp_path / "odd.npz", **arrays)
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path / "odd.npz")
 
 
 def npz_bytes(arrays):
