@@ -150,7 +150,7 @@ def test_training_runs_exactly_the_steps_that_the_schedule_counts(mnist):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
     analysis.compile_model(model, 1e-3, 2 * steps, steps_per_execution=per_execution)
     history = analysis.fit(model, (mnist.x_train[:704], mnist.y_train[:704]), (mnist.x_test[:0], mnist.y_test[:0]),
-                           epochs=2, batch_size=64, seed=1, verbose=0)
+                           epochs=2, steps_per_epoch=steps, batch_size=64, seed=1, verbose=0)
     assert (steps, per_execution) == (12, 6) and len(history["loss"]) == 2
     assert int(model.optimizer.iterations) == 2 * steps
 
@@ -265,7 +265,7 @@ def test_calibration_lowers_the_validation_cross_entropy_of_a_real_network(mnist
     model = analysis.build_model()
     images, labels = mnist.x_train[:512], mnist.y_train[:512]
     analysis.fit(analysis.compile_model(model, 3e-3, 8), (images, labels), (images[:0], labels[:0]), epochs=1,
-                 batch_size=64, seed=1, verbose=0)
+                 steps_per_epoch=8, batch_size=64, seed=1, verbose=0)
     validation = (mnist.x_test[:500], mnist.y_test[:500])
     calibrated, found = analysis.calibrate(model, validation, shift_average=False)
     assert found["validation_cross_entropy_after"] < found["validation_cross_entropy_before"]
