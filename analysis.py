@@ -143,6 +143,10 @@ LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
+# A dry run: one epoch on at most these many images, to check in seconds that a run works end to end
+DRY_RUN_IMAGES = {"training": 1000, "test": 500}
+
+
 class DataError(Exception):
     """Input that cannot be used: missing, corrupt or of the wrong shape."""
 
@@ -392,16 +396,25 @@ def too_many_samples(args, training_images, test_images):
     return None
 
 
+def dry_run_size(count, available, most):
+    """The images a dry run draws: those asked for (all when None), at most `most`."""
+    return min(count or available, most, available)
+
+
 def split_data(data, args, rng):
-    """Subsample as asked and hold out validation images: (fit, validation, test) pairs of arrays."""
+    """Subsample as asked (little in a dry run) and hold out validation images: (fit, validation, test) pairs."""
     problem = too_many_samples(args, len(data.x_train), len(data.x_test))
     if problem:
         raise UsageError(problem)
-    train = subsample(data.x_train, data.y_train, args.train_samples, rng)
+    train_samples, test_samples = args.train_samples, args.test_samples
+    if args.dry_run:
+        train_samples = dry_run_size(train_samples, len(data.x_train), DRY_RUN_IMAGES["training"])
+        test_samples = dry_run_size(test_samples, len(data.x_test), DRY_RUN_IMAGES["test"])
+    train = subsample(data.x_train, data.y_train, train_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)
     if len(fit_set[0]) == 0:
         raise UsageError("--validation-split leaves no training images")
-    test = subsample(data.x_test, data.y_test, args.test_samples, rng)  # drawn last: it changes no training image
+    test = subsample(data.x_test, data.y_test, test_samples, rng)  # drawn last: it changes no training image
     return fit_set, validation, test
 
 
@@ -1869,6 +1882,9 @@ def parse_args(argv):
     add("--validation-split", type=fraction, default=0.1, metavar="FRACTION",
         help="share of the training images held out to validate each epoch and calibrate the "
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
+    add("--dry-run", action="store_true",
+        help=f"check in seconds that a run works: one epoch on at most {DRY_RUN_IMAGES['training']:,} training "
+             f"images, tested on at most {DRY_RUN_IMAGES['test']}; every other flag as given, files written")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",
@@ -1896,6 +1912,8 @@ def parse_args(argv):
     problem = args.data is None and too_many_samples(args, *BUNDLED_SIZES)
     if problem:  # the bundled sizes are known before loading, and before the slow imports
         parser.error(problem)
+    if args.dry_run:
+        args.epochs = 1
     return args, parser
 
 
@@ -1943,6 +1961,9 @@ def train_and_report(args):
     print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
           f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
+    if args.dry_run:
+        print("Dry run: one epoch on a few images, to check that the run works; its figures say nothing of how "
+              "well the network reads digits.", flush=True)
     if warning := missing_digits_warning(y_fit, validation[1]):
         print(warning, file=sys.stderr, flush=True)
 
@@ -1989,7 +2010,7 @@ def train_and_report(args):
             "test_accuracy_shift_averaged": accuracy if args.shift_average else None,
             "test_expected_calibration_error": ece, "calibration_bins": CALIBRATION_BINS, **calibration,
             "confusion_matrix": matrix.tolist(), "per_class": per_class_metrics(y_test, predictions),
-            "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
+            "dry_run": args.dry_run, "seed": args.seed, "epochs": args.epochs, "steps_per_epoch": steps,
             "batch_size": min(args.batch_size, len(x_fit)), "lr": args.lr,
             "shift_average": args.shift_average, "validation_split": args.validation_split,
             "images": {"training": len(x_fit), "validation": len(validation[0]), "test": len(x_test)},

@@ -180,6 +180,7 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "3"], "--epochs is for training runs, not --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "9"], "--epochs is for training runs"),  # the default
     (["--predict", "a.png", "--model", "m.keras", "--no-xla"], "--xla is for training runs"),
+    (["--predict", "a.png", "--model", "m.keras", "--dry-run"], "--dry-run is for training runs"),
     (["--save-model", "out.keras", "--output-dir", "./out.keras"], "--save-model names the --output-dir folder"),
     (["--save-model", "out.keras", "--output-dir", "out.keras/reports"], "--save-model names the --output-dir folder, or a"),
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
@@ -424,6 +425,19 @@ def test_metrics_record_the_batch_that_ran_and_the_hint_is_not_read_as_a_flag(tm
     assert metrics["batch_size"] == metrics["images"]["training"] == 270 and metrics["steps_per_epoch"] == 1
     hint = shlex.quote(os.path.join(os.curdir, "-x.keras"))  # ./-x.keras
     assert f"Saved the model to -x.keras (use it with --predict IMAGE --model {hint})." in stdout.splitlines()
+
+
+def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp_path):
+    status, stdout, stderr = run_main(["--dry-run", "--precision", "float32", "--no-accel", "--output-dir", tmp_path,
+                                       "--save-model", tmp_path / "dry.keras"])
+    assert status == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[1].endswith(": 900 training, 100 validation, 500 test images.")
+    assert lines[2].startswith("Dry run: one epoch on a few images, to check that the run works; its figures say")
+    assert parse_report(stdout)[2].sum() == 500
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["dry_run"] is True and metrics["epochs"] == len(metrics["history"]["training_accuracy"]) == 1
+    assert (tmp_path / "dry.keras").is_file()
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with `python analysis.py | head -1`

@@ -315,6 +315,19 @@ def test_test_subset_changes_no_training_or_validation_image():
     assert len(splits[1][2][1]) == 20
 
 
+@pytest.mark.parametrize("flags, sizes", [
+    ([], (900, 100, 500)),  # at most 1,000 training and 500 test images
+    (["--train-samples", "300", "--test-samples", "40"], (270, 30, 40)),  # fewer, as asked
+    (["--data", "small.npz"], (54, 6, 20)),  # a set smaller than that: all of it
+])
+def test_a_dry_run_draws_a_few_images_and_trains_one_epoch(flags, sizes):
+    args = analysis.parse_args(["--dry-run", "--epochs", "5", *flags])[0]
+    data = analysis.Dataset(**synthetic_arrays(n_train=60, n_test=20), source="synthetic", sha256=None) \
+        if args.data else analysis.Dataset(**synthetic_arrays(n_train=2000, n_test=600), source="synthetic", sha256=None)
+    fit_set, validation, test = analysis.split_data(data, args, np.random.default_rng(1))
+    assert (len(fit_set[1]), len(validation[1]), len(test[1])) == sizes and args.epochs == 1
+
+
 def test_holdout_is_disjoint_and_covers_the_training_set():
     images, labels = np.arange(100)[:, None], np.arange(100)
     (fit_x, fit_y), (_, val_y) = analysis.split_holdout(images, labels, 0.1, np.random.default_rng(0))
