@@ -141,10 +141,8 @@ INFERENCE_BATCH = 256  # no gradients to keep, so predict in batches larger than
 CALIBRATION_BINS = 15
 LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 and e^3 (0.05 to 20)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-
-
-# A dry run: one epoch on at most these many images, to check in seconds that a run works end to end
-DRY_RUN_IMAGES = {"training": 1000, "test": 500}
+DRY_RUN_IMAGES = {"training": 1000, "test": 500}  # at most, in the one epoch of --dry-run
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB's weights in grey, as Pillow's convert("L") gives them
 
 
 class DataError(Exception):
@@ -282,10 +280,6 @@ def gzipped_contents(raw):
     if head[257:262] == b"ustar":
         return "a gzipped tar archive: extract it (tar xzf FILE) and give the folder it makes"
     return "gzip-compressed, and no .npz archive inside"
-
-
-# Pillow's weights for RGB to grey ("L"), which --predict uses too
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def grey_images(images):
@@ -1419,7 +1413,7 @@ def flattened(rgba, most_opaque):
     opacity = pixels[..., 3]
     if opacity.min() == 1:  # nothing shows through
         return rgba
-    tone = pixels[..., :3] @ np.float32([0.299, 0.587, 0.114])  # as convert("L") weighs them
+    tone = pixels[..., :3] @ LUMA
     drawn = opacity > most_opaque / 255 / 2
     if not drawn.any():  # every stroke finer than the shrinking
         drawn = opacity > opacity.max() / 2
@@ -1883,8 +1877,9 @@ def parse_args(argv):
         help="share of the training images held out to validate each epoch and calibrate the "
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
     add("--dry-run", action="store_true",
-        help=f"check in seconds that a run works: one epoch on at most {DRY_RUN_IMAGES['training']:,} training "
-             f"images, tested on at most {DRY_RUN_IMAGES['test']}; every other flag as given, files written")
+        help=f"check in seconds that a run works: one epoch (whatever --epochs says) on at most "
+             f"{DRY_RUN_IMAGES['training']:,} training images, tested on at most {DRY_RUN_IMAGES['test']}; "
+             "files written as asked")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",
