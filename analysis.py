@@ -201,6 +201,16 @@ def read_idx(path):
     return array, hashlib.sha256(raw).hexdigest()
 
 
+SPLIT_WORDS = {"train": {"train", "training"}, "t10k": {"t10k", "test", "testing"}}  # as files name their split
+
+
+def named_alike(directory, split, kind, suffixes=("",)):
+    """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and `kind` (or any)."""
+    return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file()
+                  and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
+                  and (kind is None or kind in words) and path.name.lower().endswith(suffixes))
+
+
 def find_idx_file(directory, name):
     """The path of the IDX file `name` in a directory: under that name, gzipped or not, or the one file named alike.
 
@@ -211,10 +221,7 @@ def find_idx_file(directory, name):
         if (directory / candidate).is_file():
             return directory / candidate
     split, kind = name.split("-")[:2]
-    splits = {"train", "training"} if split == "train" else {"t10k", "test", "testing"}
-    alike = sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file()
-                   and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & splits and kind in words
-                   and idx_or_gzip(path))
+    alike = [path for path in named_alike(directory, split, kind) if idx_or_gzip(path)]
     if len(alike) == 1:
         return alike[0]
     several = f" (which of {', '.join(path.name for path in alike)}? give a folder of one set's files)" if alike else ""
@@ -239,9 +246,67 @@ def load_idx_directory(directory, verify_pins):
     return arrays, sha256
 
 
+def csv_files(directory):
+    """A folder's training and test CSV files (mnist_train.csv and mnist_test.csv, say), if it has one of each."""
+    found = [named_alike(directory, split, None, (".csv", ".csv.gz")) for split in SPLIT_WORDS]
+    return [files[0] for files in found] if all(len(files) == 1 for files in found) else None
+
+
+def read_csv(path):
+    """Read a CSV file of numbers (split by commas, semicolons, tabs or spaces), gzipped or not, its first line
+    skipped if it names the columns; return it and its SHA-256."""
+    try:
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).removeprefix(b"\xef\xbb\xbf")  # UTF-8's BOM
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+    first = text.lstrip().split(b"\n", 1)[0]
+    delimiter = next((mark for mark in (",", ";", "\t") if mark.encode() in first), None)  # None: spaces
+    header = int(names_columns(first, delimiter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # numpy's note of a file without rows: said below
+        try:  # bytes first (0.9 s for MNIST's 60,000 rows), then any number (8 s)
+            rows = np.loadtxt(io.BytesIO(text), np.uint8, delimiter=delimiter, skiprows=header, ndmin=2)
+        except ValueError:
+            try:
+                rows = np.loadtxt(io.BytesIO(text), np.float32, delimiter=delimiter, skiprows=header, ndmin=2)
+            except ValueError as error:
+                reason = re.sub(r"string '([^']{12})[^']{4,}?'? to ", r"string '\1...' to ", str(error).split("; use")[0])
+                raise DataError(f"{path}: not a CSV file of numbers ({reason})") from None
+    if rows.size == 0:
+        raise DataError(f"{path}: no rows of numbers")
+    return rows, hashlib.sha256(raw).hexdigest()
+
+
+def names_columns(line, delimiter):
+    """Whether a CSV file's first line names its columns: words (label, pixel0, ...), or numbers counting up by one, as
+    pandas numbers columns that have no names."""
+    try:
+        values = [float(value) for value in line.split(delimiter and delimiter.encode())]
+    except ValueError:
+        return True
+    return len(values) > 2 and values == [values[0] + i for i in range(len(values))]
+
+
+def load_csv_directory(files):
+    """Load a training and a test CSV file: one image a row, its label and then its 784 pixels."""
+    arrays, sha256 = {}, {}
+    for key, path in zip(("train", "test"), files):
+        rows, sha256[path.name] = read_csv(path)
+        if rows.shape[1] != 1 + IMAGE_SIDE * IMAGE_SIDE:
+            why = {IMAGE_SIDE**2: " (a test file without labels, as a Kaggle competition gives, cannot be scored)",
+                   IMAGE_SIDE**2 + 2: " (saved with its row numbers? pandas: to_csv(path, index=False))"}
+            raise DataError(f"{path}: rows of {rows.shape[1]} values; expected a label and then {IMAGE_SIDE**2} "
+                            f"pixels{why.get(rows.shape[1], '')}")
+        arrays[f"y_{key}"], arrays[f"x_{key}"] = rows[:, 0], rows[:, 1:]
+    return arrays, sha256
+
+
 def load_npz(path):
     """Load a Keras-layout .npz (x_train, y_train, x_test, y_test) without unpickling anything."""
     raw = path.read_bytes()  # read once: hashed and parsed from memory
+    if path.name.lower().endswith((".csv", ".csv.gz")):
+        raise DataError(f"{path}: a CSV file holds one set: give the folder that holds the training and the test file")
     if raw.startswith(b"\x1f\x8b"):
         raise DataError(f"{path}: {gzipped_contents(raw)}")
     if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
@@ -347,10 +412,12 @@ def check_arrays(arrays, source):
 
 
 def load_data(path=None):
-    """Load a dataset from an IDX directory or .npz; the bundled, pin-checked MNIST by default."""
+    """Load a dataset from a folder of IDX or CSV files, or a .npz; the bundled, pin-checked MNIST by default."""
     path = Path(path) if path else BUNDLED_DATA
     bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link to a shared copy
-    if path.is_dir():
+    if path.is_dir() and not bundled and (files := csv_files(path)) and not named_alike(path, "train", "images"):
+        arrays, sha256 = load_csv_directory(files)
+    elif path.is_dir():
         arrays, sha256 = load_idx_directory(path, verify_pins=bundled)
     elif path.is_file() or path.is_fifo():  # a pipe, as from `--data <(gunzip -c mnist.npz.gz)`
         arrays, sha256 = load_npz(path)
@@ -1868,7 +1935,7 @@ def parse_args(argv):
         help="compile the training step with XLA (default: on with a GPU, off on the CPU, where it is slower)")
     add("--no-accel", action="store_true", help="train (or predict) on the CPU even where TensorFlow sees a GPU")
     add("--data", type=path, metavar="PATH",
-        help="IDX directory or Keras-layout .npz (default: the bundled MNIST, pins checked)")
+        help="a folder of IDX or CSV files, or a Keras-layout .npz (default: the bundled MNIST, pins checked)")
     add("--train-samples", type=positive_int, metavar="N",
         help="use a seeded random subset of N training images (default: all)")
     add("--test-samples", type=positive_int, metavar="N",

@@ -230,6 +230,93 @@ def test_images_or_labels_that_cannot_be_taken_are_refused_saying_why(tmp_path, 
         analysis.load_data(tmp_path / "odd.npz")
 
 
+def csv_bytes(images, labels, header=b"", delimiter=b",", fmt="%d"):
+    """A CSV file of one image a row, its label first, under a header line if given."""
+    buffer = io.BytesIO()
+    np.savetxt(buffer, np.column_stack([labels, images.reshape(len(images), -1)]), fmt=fmt, delimiter=",")
+    return (header + buffer.getvalue()).replace(b",", delimiter)
+
+
+def write_csv_dir(directory, arrays, names=("mnist_train.csv", "mnist_test.csv"), **style):
+    directory.mkdir()
+    for name, key in zip(names, ("train", "test")):
+        (directory / name).write_bytes(csv_bytes(arrays[f"x_{key}"], arrays[f"y_{key}"], **style))
+    return directory
+
+
+WORDS_HEADER = b"label," + b",".join(b"pixel%d" % i for i in range(784)) + b"\n"  # Kaggle's
+NUMBERED_HEADER = b",".join(b"%d" % i for i in range(785)) + b"\n"  # pandas' for unnamed columns
+
+
+@pytest.mark.parametrize("names, style", [
+    (("mnist_train.csv", "mnist_test.csv"), {}),
+    (("fashion-mnist_train.csv", "fashion-mnist_test.csv"), {"header": WORDS_HEADER}),
+    (("train.csv", "test.csv"), {"header": NUMBERED_HEADER}),
+    (("Training.CSV", "testing.csv"), {"delimiter": b";"}),
+    (("train.csv", "t10k.csv"), {"delimiter": b"\t", "header": b"\xef\xbb\xbf" + WORDS_HEADER}),  # a BOM too
+    (("train.csv", "test.csv"), {"delimiter": b" "}),
+])
+def test_a_folder_of_a_training_and_a_test_csv_file_loads(tmp_path, names, style):
+    arrays = synthetic_arrays()
+    data = analysis.load_data(write_csv_dir(tmp_path / "set", arrays, names, **style))
+    assert_holds(data, arrays)
+    assert list(data.sha256) == list(names)
+
+
+def test_csv_files_gzipped_or_of_scaled_floats_load(tmp_path):
+    arrays = synthetic_arrays()
+    directory = tmp_path / "set"
+    directory.mkdir()
+    (directory / "train.csv.gz").write_bytes(gzip.compress(csv_bytes(arrays["x_train"], arrays["y_train"])))
+    (directory / "test.csv").write_bytes(csv_bytes(arrays["x_test"] / 255, arrays["y_test"], fmt="%.6f"))
+    assert_holds(analysis.load_data(directory), arrays)
+
+
+def test_a_folder_with_idx_files_and_csv_files_is_read_from_the_idx_files(tmp_path):  # as Kaggle's Fashion-MNIST
+    arrays, other = synthetic_arrays(), synthetic_arrays(seed=1)
+    write_idx_dir(tmp_path / "set", arrays)
+    for name, key in (("fashion-mnist_train.csv", "train"), ("fashion-mnist_test.csv", "test")):
+        (tmp_path / "set" / name).write_bytes(csv_bytes(other[f"x_{key}"], other[f"y_{key}"]))
+    assert_holds(analysis.load_data(tmp_path / "set"), arrays)
+
+
+@pytest.mark.parametrize("train, message", [
+    (lambda a: csv_bytes(a["x_train"], a["y_train"]).rstrip().rsplit(b",", 3)[0],  # the last row cut short
+     r"train.csv: not a CSV file of numbers \(the number of columns changed from 785 to 782 at row 60\)$"),
+    (lambda a: b"label,pixel0\nseven,0\n", r"train.csv: not a CSV file of numbers \(could not convert string 'seven'"),
+    (lambda a: WORDS_HEADER, "train.csv: no rows of numbers$"),
+    (lambda a: csv_bytes(a["x_train"], a["y_train"]).replace(b",", b"|"),
+     r"could not convert string '\d\|\d+\|\d+\|.{1,6}\.\.\.' to float32"),  # a long cell cut short
+    (lambda a: csv_bytes(a["x_train"][:, 0], a["y_train"]),
+     r"train.csv: rows of 29 values; expected a label and then 784 pixels$"),
+    (lambda a: b"".join(b"%d,%s\n" % row for row in enumerate(csv_bytes(a["x_train"], a["y_train"]).splitlines())),
+     r"rows of 786 values; .* \(saved with its row numbers\? pandas: to_csv\(path, index=False\)\)"),
+])
+def test_a_csv_file_that_cannot_be_read_is_refused_saying_why(tmp_path, train, message):
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    (directory / "train.csv").write_bytes(train(arrays))
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(directory)
+
+
+def test_a_test_csv_file_without_labels_is_refused_saying_why(tmp_path):  # Kaggle's digit-recognizer test.csv
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    (directory / "test.csv").write_bytes(b"\n".join(b",".join(b"%d" % v for v in image.ravel())
+                                                    for image in arrays["x_test"]))
+    with pytest.raises(analysis.DataError, match=r"test.csv: rows of 784 values; expected a label and then 784 pixels "
+                                                 r"\(a test file without labels, as a Kaggle competition gives, cannot"):
+        analysis.load_data(directory)
+
+
+def test_one_csv_file_is_refused_saying_to_give_its_folder(tmp_path):
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays)
+    with pytest.raises(analysis.DataError, match="a CSV file holds one set: give the folder that holds the training and"):
+        analysis.load_data(directory / "mnist_train.csv")
+
+
 def npz_bytes(arrays):
     """An .npz archive of the arrays, in memory."""
     buffer = io.BytesIO()
