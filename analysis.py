@@ -143,6 +143,7 @@ LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 DRY_RUN_IMAGES = {"training": 1000, "test": 500}  # at most, in the one epoch of --dry-run
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB's weights in grey, as Pillow's convert("L") gives them
+LUMA_16_BITS = (19595, 38470, 7471)  # the same, as Pillow sums 8-bit pixels: in 16-bit fixed point
 
 
 class DataError(Exception):
@@ -357,58 +358,76 @@ def grey_images(images):
     if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 1:
         return images[..., 0]
     if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 3:
-        grey = images.astype(np.float32) @ LUMA
-        return grey if images.dtype.kind in "bf" else np.rint(grey).astype(images.dtype)
+        if images.dtype.kind in "bf" or images.min() < 0 or images.max() > 255:  # the latter for eight_bit_images to refuse
+            return images.astype(np.float32) @ LUMA
+        grey = np.full(images.shape[:3], 0x8000, np.uint32)  # Pillow's own fixed-point sum, rounded
+        for channel, weight in enumerate(LUMA_16_BITS):
+            grey += images[..., channel].astype(np.uint32) * weight
+        return (grey >> 16).astype(np.uint8)
     return images
 
 
 def eight_bit_images(images, source, split):
-    """Pixels as uint8: other integers or booleans that run 0-255, floats from 0-1 or 0-255, rounded."""
-    if images.dtype == np.uint8 or images.dtype.kind not in "biuf" or images.size == 0:
+    """Pixels as uint8, from integers 0-255, integers or booleans 0-1 (black and white), or floats 0-1 or 0-255.
+
+    Floats are 0-1 where the largest is at most about 1, 0-255 where it is 128 or more (a set of
+    digits has its whites); overshoot of up to 2 % either side (of resampling, of arithmetic) is clipped."""
+    if images.dtype.kind not in "biuf" or images.size == 0:
         return images
     low, high = images.min(), images.max()
-    if images.dtype.kind == "f" and not np.isfinite([low, high]).all():
+    floating = images.dtype.kind == "f"
+    if floating and not np.isfinite([low, high]).all():
         raise DataError(f"{source}: {split} images hold NaN or infinite values")
-    if low < 0 or high > 255:
-        standardised = ", not standardised values" if low < 0 else ""
-        raise DataError(f"{source}: {split} images run {low:g}..{high:g}; expected pixels 0-255 "
-                        f"(or 0-1 as floating point){standardised}")
-    if images.dtype.kind != "f":
-        return images.astype(np.uint8) * np.uint8(255 if images.dtype.kind == "b" else 1)
-    pixels = images * 255.0 if high <= 1 else images.astype(np.float64)  # a copy to round in place
-    return np.rint(pixels, out=pixels).astype(np.uint8)
+    slack = 0.02 if floating else 0
+    white = 1 if high <= 1 + slack else 255
+    if low < -slack * white or high > (1 + slack) * white or (floating and 1 + slack < high < 128):
+        shifted = ", not shifted below 0 (standardised, or -1 to 1)" if low < 0 else ""
+        raise DataError(f"{source}: {split} images run {low:g}..{high:g}; expected pixels 0-255, or 0-1 as floats or "
+                        f"black and white{shifted}")
+    if not floating:
+        return images.astype(np.uint8, copy=False) if white == 255 else images.astype(np.uint8) * np.uint8(255)
+    pixels = images * np.float32(255 / white)
+    return np.rint(np.clip(pixels, 0, 255, out=pixels), out=pixels).astype(np.uint8)
 
 
-def integer_labels(labels):
-    """Labels as a vector: a column squeezed, one-hot rows turned to their digit, whole floats made integers."""
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    elif labels.ndim == 2 and labels.shape[1] == NUM_CLASSES and np.isin(labels, (0, 1)).all() \
+def integer_labels(labels, source, split):
+    """Labels as a vector of integers: from a column or a row, one-hot rows, whole floats or digits written as text."""
+    if labels.ndim == 2 and labels.shape[1] == NUM_CLASSES and np.isin(labels, (0, 1)).all() \
             and (labels.sum(axis=1) == 1).all():
         labels = labels.argmax(axis=1)
-    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.rint(labels)).all():
+    elif labels.ndim == 2 and 1 in labels.shape:
+        labels = labels.ravel()
+    if labels.ndim == 1 and labels.dtype.kind in "USf":
+        whole = np.isin(labels.astype(str), [str(digit) for digit in range(NUM_CLASSES)]) if labels.dtype.kind in "US" \
+            else np.isfinite(labels) & (labels == np.rint(labels)) & (np.abs(labels) < 2**31)
+        if not whole.all():
+            first = np.flatnonzero(~whole)[0]
+            raise DataError(f"{source}: {split} labels hold {labels[first].item()!r} (at {first}); expected whole "
+                            "numbers 0-9")
         labels = labels.astype(np.int64)
     return labels
 
 
-def check_arrays(arrays, source):
-    """Check images are N x 28 x 28 uint8 and labels are N integers in 0-9, split by split."""
-    for key, split in (("train", "training"), ("test", "test")):
-        images, labels = arrays[f"x_{key}"], arrays[f"y_{key}"]
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, expected N x {IMAGE_SIDE} "
-                            f"x {IMAGE_SIDE} numbers (with a grey or RGB channel axis, or rows of "
-                            f"{IMAGE_SIDE * IMAGE_SIDE}, if you like)")
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"{source}: {split} labels are {labels.dtype} {labels.shape}, "
-                            "expected whole numbers 0-9: a vector, a column, or one-hot rows")
-        if len(images) != len(labels):
-            raise DataError(f"{source}: {len(images)} {split} images but {len(labels)} labels")
-        if len(labels) == 0:
-            raise DataError(f"{source}: the {split} set is empty")
-        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            raise DataError(f"{source}: {split} labels run {labels.min()}..{labels.max()}, "
-                            f"expected 0..{NUM_CLASSES - 1}")
+def standard_split(images, labels, source, split):
+    """One split's images as N x 28 x 28 uint8 and labels as N integers 0-9, from any layout taken; or why not."""
+    grey = grey_images(images)
+    if grey.ndim != 3 or grey.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or grey.dtype.kind not in "biuf":
+        raise DataError(f"{source}: {split} images are {images.dtype} {images.shape}, expected N x {IMAGE_SIDE} x "
+                        f"{IMAGE_SIDE} numbers (with a grey or RGB channel axis, or rows of {IMAGE_SIDE**2}, if you "
+                        "like)")
+    if len(grey) == 0 or labels.size == 0:
+        raise DataError(f"{source}: the {split} set is empty")
+    digits = integer_labels(labels, source, split)
+    if digits.ndim != 1 or digits.dtype.kind not in "iu":
+        raise DataError(f"{source}: {split} labels are {labels.dtype} {labels.shape}, "
+                        "expected whole numbers 0-9: a vector, a column, or one-hot rows")
+    if len(grey) != len(digits):
+        raise DataError(f"{source}: {len(grey)} {split} images but {len(digits)} labels")
+    if digits.min() < 0 or digits.max() >= NUM_CLASSES:
+        svhn = " (a 0 saved as 10, as SVHN does? save labels % 10)" if (digits.min(), digits.max()) == (1, 10) else ""
+        raise DataError(f"{source}: {split} labels run {digits.min()}..{digits.max()}, expected 0..{NUM_CLASSES - 1}"
+                        f"{svhn}")
+    return eight_bit_images(grey, source, split), digits
 
 
 def load_data(path=None):
@@ -426,9 +445,7 @@ def load_data(path=None):
     else:
         raise DataError(f"{path}: no such file or directory")
     for key, split in (("train", "training"), ("test", "test")):
-        arrays[f"x_{key}"] = eight_bit_images(grey_images(arrays[f"x_{key}"]), path, split)
-        arrays[f"y_{key}"] = integer_labels(arrays[f"y_{key}"])
-    check_arrays(arrays, path)
+        arrays[f"x_{key}"], arrays[f"y_{key}"] = standard_split(arrays[f"x_{key}"], arrays[f"y_{key}"], path, split)
     source = "the bundled MNIST in data/mnist (SHA-256 pins verified)" if bundled else str(path)
     return Dataset(**{key: arrays[key] for key in IDX_NAMES}, source=source, sha256=sha256)
 
@@ -468,8 +485,9 @@ def split_data(data, args, rng):
     if problem:
         raise UsageError(problem)
     train_samples, test_samples = args.train_samples, args.test_samples
-    if args.dry_run:
-        train_samples = dry_run_size(train_samples, len(data.x_train), DRY_RUN_IMAGES["training"])
+    if args.dry_run:  # enough for one batch of the size asked, which a GPU must hold
+        one_batch = math.ceil(args.batch_size / (1 - args.validation_split))
+        train_samples = dry_run_size(train_samples, len(data.x_train), max(DRY_RUN_IMAGES["training"], one_batch))
         test_samples = dry_run_size(test_samples, len(data.x_test), DRY_RUN_IMAGES["test"])
     train = subsample(data.x_train, data.y_train, train_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)
@@ -1945,8 +1963,8 @@ def parse_args(argv):
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
     add("--dry-run", action="store_true",
         help=f"check in seconds that a run works: one epoch (whatever --epochs says) on at most "
-             f"{DRY_RUN_IMAGES['training']:,} training images, tested on at most {DRY_RUN_IMAGES['test']}; "
-             "files written as asked")
+             f"{DRY_RUN_IMAGES['training']:,} training images (or one batch), tested on at most "
+             f"{DRY_RUN_IMAGES['test']}; files written as asked")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",
@@ -2024,8 +2042,7 @@ def train_and_report(args):
           f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
     if args.dry_run:
-        print("Dry run: one epoch on a few images, to check that the run works; its figures say nothing of how "
-              "well the network reads digits.", flush=True)
+        print("Dry run: one epoch on a few images, to check that the run works.", flush=True)
     if warning := missing_digits_warning(y_fit, validation[1]):
         print(warning, file=sys.stderr, flush=True)
 
@@ -2087,10 +2104,12 @@ def train_and_report(args):
     # printed even if one could not be.
     written, failures = write_each(writes)
     if "model" in written:
-        report.append(saved_model_line(args.save_model))
+        report.append(saved_model_line(args.save_model, ", a dry run's: for checking only" if args.dry_run else ""))
     if reports := [name for name in written if name in REPORT_FILES]:
         what = "metrics.json and four pictures" if len(reports) == len(REPORT_FILES) else ", ".join(reports)
-        report.append(printable(f"Wrote {what} to {args.output_dir}."))
+        report.append(printable(f"Wrote {what} to {args.output_dir}{' (a dry run)' if args.dry_run else ''}."))
+    if args.dry_run:
+        report.append("A dry run: these figures say nothing of how well the network reads digits.")
     return print_report(report, failures)
 
 

@@ -433,8 +433,12 @@ def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp
     assert status == 0, stderr
     lines = stdout.splitlines()
     assert lines[1].endswith(": 900 training, 100 validation, 500 test images.")
-    assert lines[2].startswith("Dry run: one epoch on a few images, to check that the run works; its figures say")
+    assert lines[2] == "Dry run: one epoch on a few images, to check that the run works."
     assert parse_report(stdout)[2].sum() == 500
+    assert lines[-3].startswith(f"Saved the model to {tmp_path / 'dry.keras'} (use it with") \
+        and lines[-3].endswith("), a dry run's: for checking only.")
+    assert lines[-2:] == [f"Wrote metrics.json and four pictures to {tmp_path} (a dry run).",
+                          "A dry run: these figures say nothing of how well the network reads digits."]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["dry_run"] is True and metrics["epochs"] == len(metrics["history"]["training_accuracy"]) == 1
     assert (tmp_path / "dry.keras").is_file()

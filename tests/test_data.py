@@ -182,7 +182,10 @@ def test_arrays_as_keras_code_keeps_them_are_taken(tmp_path):  # images with a c
     lambda x, y: (x.reshape(len(x), 784).astype(np.int64), np.eye(10)[y]),  # rows of 784 (OpenML); one-hot labels
     lambda x, y: (x[:, None], np.eye(10, dtype=np.uint8)[y]),  # a channel axis first (PyTorch)
     lambda x, y: (np.repeat(x[..., None], 3, axis=-1), y),  # grey saved as RGB
-    lambda x, y: (x > 127, y),  # black and white
+    lambda x, y: (np.repeat(x[:, None] / 255, 3, axis=1), y.astype(str)),  # RGB channels first; digits as text
+    lambda x, y: (x > 127, y[None, :]),  # black and white; labels in a row
+    lambda x, y: ((x > 127).astype(np.uint8), y),  # black and white as bytes of 0 and 1
+    lambda x, y: (np.where(x == 255, 1.01, x / 255), y),  # a little overshoot above 1, of resampling
 ])
 def test_images_and_labels_in_other_layouts_are_taken_as_the_same_set(tmp_path, layout):
     arrays = synthetic_arrays()
@@ -190,7 +193,7 @@ def test_images_and_labels_in_other_layouts_are_taken_as_the_same_set(tmp_path, 
     np.savez(tmp_path / "other.npz", **arrays)
     data = analysis.load_data(tmp_path / "other.npz")
     expected = synthetic_arrays()
-    if arrays["x_train"].dtype == bool:
+    if arrays["x_train"].max() == 1 and arrays["x_train"].dtype.kind != "f":
         expected["x_train"] = np.where(expected["x_train"] > 127, 255, 0).astype(np.uint8)
     assert_holds(data, expected)
     assert data.x_train.dtype == np.uint8 and np.issubdtype(data.y_train.dtype, np.integer)
@@ -199,28 +202,42 @@ def test_images_and_labels_in_other_layouts_are_taken_as_the_same_set(tmp_path, 
 def test_rgb_images_are_made_grey_as_pillow_makes_them():
     from PIL import Image
 
-    rgb = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 28, 28, 3), dtype=np.uint8)
     expected = np.stack([np.asarray(Image.fromarray(image, "RGB").convert("L")) for image in rgb])
-    grey = analysis.eight_bit_images(analysis.grey_images(rgb), "rgb.npz", "training")
-    assert grey.dtype == np.uint8 and grey.shape == (3, 28, 28)
-    assert np.abs(grey.astype(int) - expected).max() <= 1  # Pillow rounds its fixed-point sums its own way
+    for saved in (rgb, rgb.astype(np.int64)):
+        grey, _ = analysis.standard_split(saved, np.arange(20) % 10, "rgb.npz", "training")
+        np.testing.assert_array_equal(grey, expected)
 
 
-PIXELS_EXPECTED = r"expected pixels 0-255 \(or 0-1 as floating point\)"
+PIXELS_EXPECTED = "expected pixels 0-255, or 0-1 as floats or black and white"
 LABELS_EXPECTED = "expected whole numbers 0-9: a vector, a column, or one-hot rows"
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda a: {"x_train": (a["x_train"] - 127.5) / 64},
-     rf"training images run -1.99\d*\.\.1.99\d*; {PIXELS_EXPECTED}, not standardised values$"),
+    (lambda a: {"x_train": (a["x_train"] / 255 - 0.1307) / 0.3081},  # standardised as PyTorch's MNIST example does
+     rf"training images run -0.424\d*\.\.2.82\d*; {PIXELS_EXPECTED}, not shifted below 0 \(standardised, or -1 to 1\)$"),
+    (lambda a: {"x_train": a["x_train"] / 127.5 - 1}, rf"training images run -1\.\.1; {PIXELS_EXPECTED}, not shifted"),
+    (lambda a: {"x_train": a["x_train"].astype(np.int16) - 3}, rf"training images run -3\.\.252; {PIXELS_EXPECTED}"),
     (lambda a: {"x_test": a["x_test"].astype(np.uint16) * 4}, rf"test images run 0\.\.1020; {PIXELS_EXPECTED}$"),
+    (lambda a: {"x_test": a["x_test"] / 255 * 1.25}, rf"test images run 0\.\.1.25; {PIXELS_EXPECTED}$"),  # 0-1 or 0-255?
     (lambda a: {"x_train": np.where(a["x_train"] > 0, a["x_train"] / 255, np.nan)},
      "training images hold NaN or infinite values"),
     (lambda a: {"y_train": np.eye(10)[a["y_train"]] * 0.9 + 0.01},
      rf"training labels are float64 \(60, 10\), {LABELS_EXPECTED}$"),
-    (lambda a: {"y_test": a["y_test"] + 0.5}, rf"test labels are float64 \(20,\), {LABELS_EXPECTED}$"),
+    (lambda a: {"y_train": np.eye(10)[a["y_train"]] + np.eye(10)[(a["y_train"] + 1) % 10]},  # two digits a row
+     rf"training labels are float64 \(60, 10\), {LABELS_EXPECTED}$"),
+    (lambda a: {"y_test": np.where(np.arange(20) == 3, 3.0000001, a["y_test"])},
+     r"test labels hold 3.0000001 \(at 3\); expected whole numbers 0-9$"),
+    (lambda a: {"y_test": a["y_test"] * 1e20}, r"test labels hold 1e\+20 \(at 1\); expected whole numbers 0-9$"),
+    (lambda a: {"y_test": np.where(np.arange(20) == 7, "seven", a["y_test"].astype(str))},
+     r"test labels hold 'seven' \(at 7\); expected whole numbers 0-9$"),
+    (lambda a: {"y_test": a["y_test"].astype(np.int64) + 1},
+     r"test labels run 1\.\.10, expected 0\.\.9 \(a 0 saved as 10, as SVHN does\? save labels % 10\)$"),
+    (lambda a: {"x_test": np.empty((0, 784), np.float32), "y_test": np.empty(0)}, "the test set is empty$"),
     (lambda a: {"x_train": a["x_train"][..., None].repeat(4, axis=-1)},
      r"training images are uint8 \(60, 28, 28, 4\), expected N x 28 x 28 numbers \(with a grey or RGB channel"),
+    (lambda a: {"x_train": a["x_train"].reshape(60, 784)[:, :783]},
+     r"training images are uint8 \(60, 783\), expected N x 28 x 28"),  # as saved, not as read
 ])
 def test_images_or_labels_that_cannot_be_taken_are_refused_saying_why(tmp_path, change, message):
     arrays = synthetic_arrays()
@@ -406,6 +423,7 @@ def test_test_subset_changes_no_training_or_validation_image():
     ([], (900, 100, 500)),  # at most 1,000 training and 500 test images
     (["--train-samples", "300", "--test-samples", "40"], (270, 30, 40)),  # fewer, as asked
     (["--data", "small.npz"], (54, 6, 20)),  # a set smaller than that: all of it
+    (["--batch-size", "1200", "--validation-split", "0.25"], (1200, 400, 500)),  # enough for one batch as asked
 ])
 def test_a_dry_run_draws_a_few_images_and_trains_one_epoch(flags, sizes):
     args = analysis.parse_args(["--dry-run", "--epochs", "5", *flags])[0]
