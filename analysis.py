@@ -205,11 +205,11 @@ def read_idx(path):
 SPLIT_WORDS = {"train": {"train", "training"}, "t10k": {"t10k", "test", "testing"}}  # as files name their split
 
 
-def named_alike(directory, split, kind, suffixes=("",)):
-    """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and `kind` (or any)."""
+def named_alike(directory, split, kinds=None, suffixes=("",)):
+    """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file()
                   and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
-                  and (kind is None or kind in words) and path.name.lower().endswith(suffixes))
+                  and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes))
 
 
 def find_idx_file(directory, name):
@@ -222,7 +222,7 @@ def find_idx_file(directory, name):
         if (directory / candidate).is_file():
             return directory / candidate
     split, kind = name.split("-")[:2]
-    alike = [path for path in named_alike(directory, split, kind) if idx_or_gzip(path)]
+    alike = [path for path in named_alike(directory, split, {kind}) if idx_or_gzip(path)]
     if len(alike) == 1:
         return alike[0]
     several = f" (which of {', '.join(path.name for path in alike)}? give a folder of one set's files)" if alike else ""
@@ -249,7 +249,7 @@ def load_idx_directory(directory, verify_pins):
 
 def csv_files(directory):
     """A folder's training and test CSV files (mnist_train.csv and mnist_test.csv, say), if it has one of each."""
-    found = [named_alike(directory, split, None, (".csv", ".csv.gz")) for split in SPLIT_WORDS]
+    found = [named_alike(directory, split, suffixes=(".csv", ".csv.gz")) for split in SPLIT_WORDS]
     return [files[0] for files in found] if all(len(files) == 1 for files in found) else None
 
 
@@ -312,25 +312,65 @@ def load_npz(path):
         raise DataError(f"{path}: {gzipped_contents(raw)}")
     if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
         raise DataError(f"{path}: not a .npz archive (nor an IDX directory)")
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            missing = [key for key in IDX_NAMES if key not in archive.files]
-            if missing:
-                held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
-                    if archive.files else "it is empty"
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)} ({held})")
-            arrays = {key: archive[key] for key in IDX_NAMES}
-    except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
-        reason = f"refused: {error}" if "allow_pickle" in str(error) else f"not a readable .npz archive ({error})"
-        raise DataError(f"{path}: {reason}") from None
-    except MemoryError as error:  # a header that asks for terabytes, corrupt or not
-        raise DataError(f"{path}: cannot load it ({error})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise DataError(f"{path}: not a readable .npz archive ({error})") from None
+    with numpy_reading(path, ".npz archive"), np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+        missing = [key for key in IDX_NAMES if key not in archive.files]
+        if missing:
+            held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
+                if archive.files else "it is empty"
+            raise DataError(f"{path}: missing array(s) {', '.join(missing)} ({held})")
+        arrays = {key: archive[key] for key in IDX_NAMES}
     not_arrays = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
         raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
     return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
+
+
+@contextlib.contextmanager
+def numpy_reading(path, kind):
+    """Numpy's errors in reading `path`, `kind` of file, as one-line DataErrors; nothing is ever unpickled."""
+    try:
+        yield
+    except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
+        reason = f"refused: {error}" if "allow_pickle" in str(error) else f"not a readable {kind} ({error})"
+        raise DataError(f"{path}: {reason}") from None
+    except MemoryError as error:  # a header that asks for terabytes, corrupt or not
+        raise DataError(f"{path}: cannot load it ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{path}: not a readable {kind} ({error})") from None
+
+
+# The words that name images and labels in the files of a folder of arrays (x_train.npy, kmnist-train-imgs.npz)
+ARRAY_WORDS = {"x": {"x", "images", "imgs", "image"}, "y": {"y", "labels", "label"}}
+
+
+def array_files(directory):
+    """A folder's four numpy files, one array each (x_train.npy ...; kmnist-train-imgs.npz ...), if it holds them."""
+    found = {}
+    for key in IDX_NAMES:
+        kind, split = key.split("_")
+        files = named_alike(directory, "train" if split == "train" else "t10k", ARRAY_WORDS[kind], (".npy", ".npz"))
+        if len(files) != 1:
+            return None
+        found[key] = files[0]
+    return found
+
+
+def load_array_files(files):
+    """Load four numpy files of one array each: .npy, or .npz archives of one member (as KMNIST's)."""
+    arrays, sha256 = {}, {}
+    for key, path in files.items():
+        raw = path.read_bytes()
+        with numpy_reading(path, "numpy file"):
+            loaded = np.load(io.BytesIO(raw), allow_pickle=False)  # an array, or an archive of them
+            if not isinstance(loaded, np.ndarray):
+                with loaded:
+                    if len(loaded.files) != 1:
+                        raise DataError(f"{path}: holds {len(loaded.files)} arrays; expected one, its {key}")
+                    loaded = loaded[loaded.files[0]]
+        if not isinstance(loaded, np.ndarray):
+            raise DataError(f"{path}: not saved as a numpy array (.npy)")
+        arrays[key], sha256[path.name] = loaded, hashlib.sha256(raw).hexdigest()
+    return arrays, sha256
 
 
 def gzipped_contents(raw):
@@ -430,14 +470,27 @@ def standard_split(images, labels, source, split):
     return eight_bit_images(grey, source, split), digits
 
 
+def load_directory(directory, verify_pins):
+    """Load a folder of IDX files; where it has none, of a training and a test CSV file, or of four numpy arrays."""
+    if verify_pins or any(idx_or_gzip(path) for path in named_alike(directory, "train", {"images"})):
+        return load_idx_directory(directory, verify_pins)
+    if files := csv_files(directory):
+        return load_csv_directory(files)
+    if files := array_files(directory):
+        return load_array_files(files)
+    if any(idx_or_gzip(path) for path in directory.iterdir() if path.is_file()):
+        return load_idx_directory(directory, verify_pins)  # whose refusal names the IDX file missing
+    raise DataError(f"{directory}: no data found: expected the four IDX files of MNIST's layout "
+                    "(train-images-idx3-ubyte ...), a training and a test CSV file, or four numpy arrays "
+                    "(x_train.npy, y_train.npy, x_test.npy, y_test.npy)")
+
+
 def load_data(path=None):
-    """Load a dataset from a folder of IDX or CSV files, or a .npz; the bundled, pin-checked MNIST by default."""
+    """Load a dataset from a folder (IDX, CSV or numpy files) or a .npz; the bundled, pin-checked MNIST by default."""
     path = Path(path) if path else BUNDLED_DATA
     bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link to a shared copy
-    if path.is_dir() and not bundled and (files := csv_files(path)) and not named_alike(path, "train", "images"):
-        arrays, sha256 = load_csv_directory(files)
-    elif path.is_dir():
-        arrays, sha256 = load_idx_directory(path, verify_pins=bundled)
+    if path.is_dir():
+        arrays, sha256 = load_directory(path, verify_pins=bundled)
     elif path.is_file() or path.is_fifo():  # a pipe, as from `--data <(gunzip -c mnist.npz.gz)`
         arrays, sha256 = load_npz(path)
     elif path.exists():
@@ -1953,7 +2006,7 @@ def parse_args(argv):
         help="compile the training step with XLA (default: on with a GPU, off on the CPU, where it is slower)")
     add("--no-accel", action="store_true", help="train (or predict) on the CPU even where TensorFlow sees a GPU")
     add("--data", type=path, metavar="PATH",
-        help="a folder of IDX or CSV files, or a Keras-layout .npz (default: the bundled MNIST, pins checked)")
+        help="a folder of IDX, CSV or numpy files, or a Keras-layout .npz (default: the bundled MNIST, pins checked)")
     add("--train-samples", type=positive_int, metavar="N",
         help="use a seeded random subset of N training images (default: all)")
     add("--test-samples", type=positive_int, metavar="N",

@@ -327,6 +327,53 @@ def test_a_test_csv_file_without_labels_is_refused_saying_why(tmp_path):  # Kagg
         analysis.load_data(directory)
 
 
+@pytest.mark.parametrize("names", [
+    {"x_train": "x_train.npy", "y_train": "y_train.npy", "x_test": "x_test.npy", "y_test": "y_test.npy"},
+    {"x_train": "kmnist-train-imgs.npz", "y_train": "kmnist-train-labels.npz",  # KMNIST's, each holding arr_0
+     "x_test": "kmnist-test-imgs.npz", "y_test": "kmnist-test-labels.npz"},
+    {"x_train": "train_images.npy", "y_train": "train_labels.npy", "x_test": "test_images.npy",
+     "y_test": "test_labels.npy"},
+])
+def test_a_folder_of_four_numpy_arrays_loads(tmp_path, names):
+    arrays = synthetic_arrays()
+    for key, name in names.items():
+        (np.save if name.endswith(".npy") else np.savez_compressed)(tmp_path / name, arrays[key])
+    (tmp_path / "README.md").write_text("a note beside the arrays")
+    data = analysis.load_data(tmp_path)
+    assert_holds(data, arrays)
+    assert sorted(data.sha256) == sorted(names.values())
+
+
+def saved_array(array):
+    """The bytes of a .npy file holding the array (pickled, if it holds objects)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("key, name, content, message", [
+    ("x_test", "x_test.npz", lambda a: npz_bytes({"images": a["x_test"], "labels": a["y_test"]}),
+     r"x_test.npz: holds 2 arrays; expected one, its x_test$"),
+    ("y_train", "y_train.npy", lambda a: saved_array(np.array([{"label": 1}])), "y_train.npy: refused: .*allow_pickle"),
+    ("x_train", "x_train.npy", lambda a: saved_array(a["x_train"])[:200], "x_train.npy: not a readable numpy file"),
+])
+def test_a_numpy_array_that_cannot_be_read_is_refused_saying_why(tmp_path, key, name, content, message):
+    arrays = synthetic_arrays()
+    for other in set(analysis.IDX_NAMES) - {key}:
+        np.save(tmp_path / f"{other}.npy", arrays[other])
+    (tmp_path / name).write_bytes(content(arrays))
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path)
+
+
+def test_a_folder_without_a_dataset_says_what_it_takes(tmp_path):
+    (tmp_path / "notes.txt").write_text("no data here")
+    with pytest.raises(analysis.DataError, match=r"no data found: expected the four IDX files of MNIST's layout "
+                                                 r"\(train-images-idx3-ubyte ...\), a training and a test CSV file, or "
+                                                 r"four numpy arrays"):
+        analysis.load_data(tmp_path)
+
+
 def test_one_csv_file_is_refused_saying_to_give_its_folder(tmp_path):
     arrays = synthetic_arrays()
     directory = write_csv_dir(tmp_path / "set", arrays)
