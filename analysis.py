@@ -241,6 +241,8 @@ def load_idx_directory(directory, verify_pins):
     for key, name in IDX_NAMES.items():
         path = find_idx_file(directory, name)
         arrays[key], sha256[name] = read_idx(path)
+        if key.startswith("x") and path.name.lower().startswith("emnist") and arrays[key].ndim == 3:
+            arrays[key] = arrays[key].transpose(0, 2, 1)  # EMNIST stores each image transposed; turned upright
         if verify_pins and sha256[name] != MNIST_SHA256[name]:
             raise DataError(f"{path}: SHA-256 {sha256[name][:12]}... does not match the published "
                             f"MNIST pin {MNIST_SHA256[name][:12]}...: the file was altered or corrupted")

@@ -141,11 +141,12 @@ def assert_holds(data, arrays):
         np.testing.assert_array_equal(getattr(data, key), value)
 
 
-def test_an_idx_folder_named_as_emnist_names_its_files_is_read(tmp_path):
+def test_an_idx_folder_named_as_emnist_names_its_files_is_read_its_images_turned_upright(tmp_path):
     arrays = synthetic_arrays()
     for key, name in analysis.IDX_NAMES.items():
         emnist_name = f"emnist-digits-{name.replace('t10k', 'test')}.gz"
-        (tmp_path / emnist_name).write_bytes(gzip.compress(idx_bytes(arrays[key])))
+        stored = arrays[key].transpose(0, 2, 1) if key.startswith("x") else arrays[key]  # as EMNIST stores them
+        (tmp_path / emnist_name).write_bytes(gzip.compress(idx_bytes(stored)))
     (tmp_path / "emnist-digits-mapping.txt").write_text("0 48\n")
     assert_holds(analysis.load_data(tmp_path), arrays)
 
