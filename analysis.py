@@ -180,12 +180,7 @@ class Dataset:
 
 def read_idx(path):
     """Read one IDX file, gzipped or raw, into a numpy array; return it and its content's SHA-256."""
-    try:
-        raw = Path(path).read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
+    raw = uncompressed_bytes(path)
     if len(raw) >= 4 and raw[:2] == b"\x00\x00" and raw[2] in IDX_OTHER_TYPES and raw[3]:
         raise DataError(f"{path}: IDX data of {IDX_OTHER_TYPES[raw[2]]}; only unsigned bytes (type 0x08) are read")
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
@@ -202,14 +197,37 @@ def read_idx(path):
     return array, hashlib.sha256(raw).hexdigest()
 
 
+def uncompressed_bytes(path):
+    """A file's bytes, gunzipped if it is gzipped."""
+    try:
+        raw = Path(path).read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+
+
 SPLIT_WORDS = {"train": {"train", "training"}, "t10k": {"t10k", "test", "testing"}}  # as files name their split
+TABLE_SUFFIXES = (".csv", ".tsv")
+
+
+def visible_files(directory):
+    """The files of a folder, without the hidden ones (.DS_Store, the ._name copies macOS leaves)."""
+    return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file())
 
 
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
-    return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file()
-                  and (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
-                  and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes))
+    return [path for path in visible_files(directory)
+            if (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
+            and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes)]
+
+
+def the_one(directory, candidates, what):
+    """The one file among `candidates`, or None if there is none; several are refused, named."""
+    if len(candidates) > 1:
+        raise DataError(f"{directory}: which of {', '.join(path.name for path in candidates)} is the {what}? "
+                        "give a folder of one set's files")
+    return candidates[0] if candidates else None
 
 
 def find_idx_file(directory, name):
@@ -222,11 +240,10 @@ def find_idx_file(directory, name):
         if (directory / candidate).is_file():
             return directory / candidate
     split, kind = name.split("-")[:2]
-    alike = [path for path in named_alike(directory, split, {kind}) if idx_or_gzip(path)]
-    if len(alike) == 1:
-        return alike[0]
-    several = f" (which of {', '.join(path.name for path in alike)}? give a folder of one set's files)" if alike else ""
-    raise DataError(f"{directory}: no {name} or {name}.gz{several}")
+    found = the_one(directory, [path for path in named_alike(directory, split, {kind}) if idx_or_gzip(path)], name)
+    if found is None:
+        raise DataError(f"{directory}: no {name} or {name}.gz")
+    return found
 
 
 def idx_or_gzip(path):
@@ -235,85 +252,116 @@ def idx_or_gzip(path):
         return file.read(2) in (b"\x00\x00", b"\x1f\x8b")
 
 
+def holds_idx_files(directory):
+    """Whether a folder holds IDX files: named so (idx3-ubyte), or named for a set's images or labels and not CSV."""
+    return any(re.search(r"idx\d|ubyte", path.name.lower()) for path in visible_files(directory)) or any(
+        idx_or_gzip(path) for split in SPLIT_WORDS for path in named_alike(directory, split, {"images", "labels"})
+        if not path.name.lower().removesuffix(".gz").endswith(TABLE_SUFFIXES + (".npy", ".npz")))
+
+
+def emnist_upright(images, path):
+    """The images turned upright where they come from EMNIST's files (emnist-...), which store each transposed."""
+    return images.transpose(0, 2, 1) if path.name.lower().startswith("emnist") and images.ndim == 3 else images
+
+
 def load_idx_directory(directory, verify_pins):
     """Load the four IDX files of a directory, checking the MNIST pins when asked."""
     arrays, sha256 = {}, {}
     for key, name in IDX_NAMES.items():
         path = find_idx_file(directory, name)
         arrays[key], sha256[name] = read_idx(path)
-        if key.startswith("x") and path.name.lower().startswith("emnist") and arrays[key].ndim == 3:
-            arrays[key] = arrays[key].transpose(0, 2, 1)  # EMNIST stores each image transposed; turned upright
+        if key.startswith("x"):
+            arrays[key] = emnist_upright(arrays[key], path)
         if verify_pins and sha256[name] != MNIST_SHA256[name]:
             raise DataError(f"{path}: SHA-256 {sha256[name][:12]}... does not match the published "
                             f"MNIST pin {MNIST_SHA256[name][:12]}...: the file was altered or corrupted")
     return arrays, sha256
 
 
+LABEL_NAMES = {"label", "labels", "class", "target", "y", "digit"}  # what a CSV file's header may call its labels
+
+
 def csv_files(directory):
     """A folder's training and test CSV files (mnist_train.csv and mnist_test.csv, say), if it has one of each."""
-    found = [named_alike(directory, split, suffixes=(".csv", ".csv.gz")) for split in SPLIT_WORDS]
-    return [files[0] for files in found] if all(len(files) == 1 for files in found) else None
+    suffixes = TABLE_SUFFIXES + tuple(suffix + ".gz" for suffix in TABLE_SUFFIXES)
+    found = [the_one(directory, named_alike(directory, split, suffixes=suffixes), f"{kind} CSV file")
+             for split, kind in (("train", "training"), ("t10k", "test"))]
+    return found if all(found) else None
 
 
 def read_csv(path):
-    """Read a CSV file of numbers (split by commas, semicolons, tabs or spaces), gzipped or not, its first line
-    skipped if it names the columns; return it and its SHA-256."""
-    try:
-        raw = path.read_bytes()
-        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).removeprefix(b"\xef\xbb\xbf")  # UTF-8's BOM
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
-    first = text.lstrip().split(b"\n", 1)[0]
-    delimiter = next((mark for mark in (",", ";", "\t") if mark.encode() in first), None)  # None: spaces
-    header = int(names_columns(first, delimiter))
+    """Read a CSV file of numbers, gzipped or not: its rows, the names its first line gives the columns (or None), and
+    its content's SHA-256.
+
+    Its numbers may be split by semicolons, tabs, commas or spaces, as its first row shows, and
+    quoted; blank lines and lines of # comments before it are skipped."""
+    content = uncompressed_bytes(path)
+    sha256 = hashlib.sha256(content).hexdigest()
+    text = re.sub(rb"\A(?:[ \t]*(?:#[^\n]*)?\r?\n)+", b"", content.removeprefix(b"\xef\xbb\xbf"))
+    del content  # a copy of hundreds of megabytes, where the file began with blank lines
+    lines = text.split(b"\n", 2)
+    names = column_names(lines[0])
+    first_row = lines[1] if names and len(lines) > 1 else lines[0]
+    delimiter = next((mark for mark in (";", "\t", ",") if mark.encode() in first_row), None)  # None: spaces
+    read = functools.partial(np.loadtxt, delimiter=delimiter, skiprows=int(bool(names)), ndmin=2, quotechar='"')
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # numpy's note of a file without rows: said below
-        try:  # bytes first (0.9 s for MNIST's 60,000 rows), then any number (8 s)
-            rows = np.loadtxt(io.BytesIO(text), np.uint8, delimiter=delimiter, skiprows=header, ndmin=2)
-        except ValueError:
+        warnings.simplefilter("error", DeprecationWarning)  # numpy 1.26 cut 0.5 to 0 where whole numbers were asked
+        try:  # whole numbers first (1 s for MNIST's 60,000 rows), then any (8 s)
+            rows = read(io.BytesIO(text), dtype=np.int32)
+        except (ValueError, OverflowError, DeprecationWarning):
             try:
-                rows = np.loadtxt(io.BytesIO(text), np.float32, delimiter=delimiter, skiprows=header, ndmin=2)
+                rows = read(io.BytesIO(text), dtype=np.float32)
             except ValueError as error:
-                reason = re.sub(r"string '([^']{12})[^']{4,}?'? to ", r"string '\1...' to ", str(error).split("; use")[0])
+                reason = str(error).split("; use")[0]  # numpy's advice on usecols, not the user's concern
+                reason = re.sub(r"string '([^']{12})[^']{4,}?'? to ", r"string '\1...' to ", reason)  # a long cell cut
                 raise DataError(f"{path}: not a CSV file of numbers ({reason})") from None
     if rows.size == 0:
         raise DataError(f"{path}: no rows of numbers")
-    return rows, hashlib.sha256(raw).hexdigest()
+    return rows, names, sha256
 
 
-def names_columns(line, delimiter):
-    """Whether a CSV file's first line names its columns: words (label, pixel0, ...), or numbers counting up by one, as
-    pandas numbers columns that have no names."""
+def column_names(line):
+    """The names a CSV file's first line gives its columns, or None where it is a row of numbers.
+
+    Numbers counting up by one are names: pandas numbers the columns it has no names for."""
+    names = [name.strip(b" \"'\r").decode(errors="replace") for name in re.split(rb"[;\t,]| +", line.strip())]
     try:
-        values = [float(value) for value in line.split(delimiter and delimiter.encode())]
+        values = [float(name) for name in names]
     except ValueError:
-        return True
-    return len(values) > 2 and values == [values[0] + i for i in range(len(values))]
+        return names
+    return names if len(values) > 2 and values == [values[0] + i for i in range(len(values))] else None
 
 
 def load_csv_directory(files):
-    """Load a training and a test CSV file: one image a row, its label and then its 784 pixels."""
+    """Load a training and a test CSV file: one image a row, its label (first, or the column so named) and 784 pixels."""
     arrays, sha256 = {}, {}
     for key, path in zip(("train", "test"), files):
-        rows, sha256[path.name] = read_csv(path)
-        if rows.shape[1] != 1 + IMAGE_SIDE * IMAGE_SIDE:
+        rows, names, sha256[path.name] = read_csv(path)
+        if rows.shape[1] != 1 + IMAGE_SIDE**2:
             why = {IMAGE_SIDE**2: " (a test file without labels, as a Kaggle competition gives, cannot be scored)",
                    IMAGE_SIDE**2 + 2: " (saved with its row numbers? pandas: to_csv(path, index=False))"}
-            raise DataError(f"{path}: rows of {rows.shape[1]} values; expected a label and then {IMAGE_SIDE**2} "
+            raise DataError(f"{path}: rows of {rows.shape[1]} values; expected a label and {IMAGE_SIDE**2} "
                             f"pixels{why.get(rows.shape[1], '')}")
-        arrays[f"y_{key}"], arrays[f"x_{key}"] = rows[:, 0], rows[:, 1:]
+        label = next((i for i, name in enumerate(names or ()) if name.lower() in LABEL_NAMES), 0)
+        arrays[f"y_{key}"] = rows[:, label]
+        pixels = rows[:, 1:] if label == 0 else np.delete(rows, label, axis=1)
+        arrays[f"x_{key}"] = emnist_upright(pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE), path)
     return arrays, sha256
 
 
 def load_npz(path):
     """Load a Keras-layout .npz (x_train, y_train, x_test, y_test) without unpickling anything."""
-    raw = path.read_bytes()  # read once: hashed and parsed from memory
-    if path.name.lower().endswith((".csv", ".csv.gz")):
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(TABLE_SUFFIXES):
         raise DataError(f"{path}: a CSV file holds one set: give the folder that holds the training and the test file")
+    if name.endswith(".npy"):
+        raise DataError(f"{path}: a .npy file holds one array: give the folder that holds the four")
+    raw = path.read_bytes()  # read once: hashed and parsed from memory
     if raw.startswith(b"\x1f\x8b"):
         raise DataError(f"{path}: {gzipped_contents(raw)}")
     if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
-        raise DataError(f"{path}: not a .npz archive (nor an IDX directory)")
+        raise DataError(f"{path}: not a .npz archive")
     with numpy_reading(path, ".npz archive"), np.load(io.BytesIO(raw), allow_pickle=False) as archive:
         missing = [key for key in IDX_NAMES if key not in archive.files]
         if missing:
@@ -351,10 +399,8 @@ def array_files(directory):
     for key in IDX_NAMES:
         kind, split = key.split("_")
         files = named_alike(directory, "train" if split == "train" else "t10k", ARRAY_WORDS[kind], (".npy", ".npz"))
-        if len(files) != 1:
-            return None
-        found[key] = files[0]
-    return found
+        found[key] = the_one(directory, files, f"{key} array")
+    return found if all(found.values()) else None
 
 
 def load_array_files(files):
@@ -400,7 +446,7 @@ def grey_images(images):
     if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 1:
         return images[..., 0]
     if images.ndim == 4 and images.shape[1:3] == side and images.shape[3] == 3:
-        if images.dtype.kind in "bf" or images.min() < 0 or images.max() > 255:  # the latter for eight_bit_images to refuse
+        if images.dtype.kind in "bf" or images.min() < 0 or images.max() > 255:  # out of range: refused as grey
             return images.astype(np.float32) @ LUMA
         grey = np.full(images.shape[:3], 0x8000, np.uint32)  # Pillow's own fixed-point sum, rounded
         for channel, weight in enumerate(LUMA_16_BITS):
@@ -474,17 +520,21 @@ def standard_split(images, labels, source, split):
 
 def load_directory(directory, verify_pins):
     """Load a folder of IDX files; where it has none, of a training and a test CSV file, or of four numpy arrays."""
-    if verify_pins or any(idx_or_gzip(path) for path in named_alike(directory, "train", {"images"})):
+    if verify_pins or holds_idx_files(directory):
         return load_idx_directory(directory, verify_pins)
     if files := csv_files(directory):
         return load_csv_directory(files)
     if files := array_files(directory):
         return load_array_files(files)
-    if any(idx_or_gzip(path) for path in directory.iterdir() if path.is_file()):
-        return load_idx_directory(directory, verify_pins)  # whose refusal names the IDX file missing
+    hints = []  # where the data may be instead: an archive in the folder (~/.keras/datasets), a folder in it (raw/)
+    if archives := [path.name for path in visible_files(directory) if path.suffix.lower() == ".npz"]:
+        hints.append(f"{' or '.join(archives[:3])} itself")
+    if folders := sorted(path.name for path in directory.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        hints.append(f"one of its folders ({', '.join(folders[:4])})")
+    hint = f" (give {', or '.join(hints)}?)" if hints else ""
     raise DataError(f"{directory}: no data found: expected the four IDX files of MNIST's layout "
                     "(train-images-idx3-ubyte ...), a training and a test CSV file, or four numpy arrays "
-                    "(x_train.npy, y_train.npy, x_test.npy, y_test.npy)")
+                    f"(x_train.npy, y_train.npy, x_test.npy, y_test.npy){hint}")
 
 
 def load_data(path=None):

@@ -1,4 +1,5 @@
-"""The loader: IDX (gzipped or raw) and .npz, good files and every kind of broken one."""
+"""The loader: folders of IDX, CSV or numpy files, .npz archives and arrays in the layouts people save; good files
+and every kind of broken one."""
 
 import gzip
 import hashlib
@@ -56,6 +57,7 @@ def break_file(directory, name, mutate):
 
 
 def with_labels(labels):
+    """A mutation that replaces an IDX file by one of these labels."""
     return lambda raw: idx_bytes(labels)
 
 
@@ -165,9 +167,8 @@ def test_an_idx_folder_with_two_files_that_could_be_one_names_both(tmp_path):
     write_idx_dir(tmp_path, synthetic_arrays())
     (tmp_path / "t10k-images-idx3-ubyte.gz").rename(tmp_path / "test-images-a.gz")
     (tmp_path / "test-images-b.gz").write_bytes((tmp_path / "test-images-a.gz").read_bytes())
-    with pytest.raises(analysis.DataError, match=r"no t10k-images-idx3-ubyte or t10k-images-idx3-ubyte.gz \(which of "
-                                                 r"test-images-a.gz, test-images-b.gz\? give a folder of one set's "
-                                                 r"files\)$"):
+    with pytest.raises(analysis.DataError, match=r"which of test-images-a.gz, test-images-b.gz is the "
+                                                 r"t10k-images-idx3-ubyte\? give a folder of one set's files$"):
         analysis.load_data(tmp_path)
 
 
@@ -216,11 +217,11 @@ LABELS_EXPECTED = "expected whole numbers 0-9: a vector, a column, or one-hot ro
 
 @pytest.mark.parametrize("change, message", [
     (lambda a: {"x_train": (a["x_train"] / 255 - 0.1307) / 0.3081},  # standardised as PyTorch's MNIST example does
-     rf"training images run -0.424\d*\.\.2.82\d*; {PIXELS_EXPECTED}, not shifted below 0 \(standardised, or -1 to 1\)$"),
+     rf"training images run -0.424\d*\.\.2.82\d*; {PIXELS_EXPECTED}, not shifted below 0 \(standardised, or -1 to 1"),
     (lambda a: {"x_train": a["x_train"] / 127.5 - 1}, rf"training images run -1\.\.1; {PIXELS_EXPECTED}, not shifted"),
     (lambda a: {"x_train": a["x_train"].astype(np.int16) - 3}, rf"training images run -3\.\.252; {PIXELS_EXPECTED}"),
     (lambda a: {"x_test": a["x_test"].astype(np.uint16) * 4}, rf"test images run 0\.\.1020; {PIXELS_EXPECTED}$"),
-    (lambda a: {"x_test": a["x_test"] / 255 * 1.25}, rf"test images run 0\.\.1.25; {PIXELS_EXPECTED}$"),  # 0-1 or 0-255?
+    (lambda a: {"x_test": a["x_test"] / 255 * 1.25}, rf"test images run 0\.\.1.25; {PIXELS_EXPECTED}$"),  # which?
     (lambda a: {"x_train": np.where(a["x_train"] > 0, a["x_train"] / 255, np.nan)},
      "training images hold NaN or infinite values"),
     (lambda a: {"y_train": np.eye(10)[a["y_train"]] * 0.9 + 0.01},
@@ -256,6 +257,7 @@ def csv_bytes(images, labels, header=b"", delimiter=b",", fmt="%d"):
 
 
 def write_csv_dir(directory, arrays, names=("mnist_train.csv", "mnist_test.csv"), **style):
+    """A folder of a training and a test CSV file of the arrays, in csv_bytes' style."""
     directory.mkdir()
     for name, key in zip(names, ("train", "test")):
         (directory / name).write_bytes(csv_bytes(arrays[f"x_{key}"], arrays[f"y_{key}"], **style))
@@ -279,6 +281,16 @@ def test_a_folder_of_a_training_and_a_test_csv_file_loads(tmp_path, names, style
     data = analysis.load_data(write_csv_dir(tmp_path / "set", arrays, names, **style))
     assert_holds(data, arrays)
     assert list(data.sha256) == list(names)
+
+
+def test_a_csv_file_may_have_its_label_last_quoted_numbers_and_notes_before_its_header(tmp_path):  # OpenML's, R's
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    rows = np.column_stack([arrays["x_train"].reshape(60, 784), arrays["y_train"]])
+    header = ",".join([*(f'"pixel{i}"' for i in range(1, 785)), '"class"'])
+    lines = [",".join(f'"{value}"' for value in row) for row in rows]
+    (directory / "train.csv").write_text("\n".join(["# MNIST's training set", "", header, *lines, ""]))
+    assert_holds(analysis.load_data(directory), arrays)
 
 
 def test_csv_files_gzipped_or_of_scaled_floats_load(tmp_path):
@@ -306,7 +318,10 @@ def test_a_folder_with_idx_files_and_csv_files_is_read_from_the_idx_files(tmp_pa
     (lambda a: csv_bytes(a["x_train"], a["y_train"]).replace(b",", b"|"),
      r"could not convert string '\d\|\d+\|\d+\|.{1,6}\.\.\.' to float32"),  # a long cell cut short
     (lambda a: csv_bytes(a["x_train"][:, 0], a["y_train"]),
-     r"train.csv: rows of 29 values; expected a label and then 784 pixels$"),
+     r"train.csv: rows of 29 values; expected a label and 784 pixels$"),
+    (lambda a: csv_bytes(a["x_train"].astype(int) + 1, a["y_train"]), r"training images run 1\.\.256; expected"),
+    (lambda a: csv_bytes(a["x_train"].astype(int) - 1, a["y_train"]), r"training images run -1\.\.254; expected"),
+    (lambda a: csv_bytes(a["x_train"], a["y_train"] + 0.5, fmt="%g"), r"training labels hold 0.5 \(at 0\)"),
     (lambda a: b"".join(b"%d,%s\n" % row for row in enumerate(csv_bytes(a["x_train"], a["y_train"]).splitlines())),
      r"rows of 786 values; .* \(saved with its row numbers\? pandas: to_csv\(path, index=False\)\)"),
 ])
@@ -318,13 +333,41 @@ def test_a_csv_file_that_cannot_be_read_is_refused_saying_why(tmp_path, train, m
         analysis.load_data(directory)
 
 
+def test_emnist_csv_files_are_turned_upright_as_its_idx_files_are(tmp_path):  # Kaggle's EMNIST
+    arrays = synthetic_arrays()
+    directory = tmp_path / "set"
+    directory.mkdir()
+    for key in ("train", "test"):
+        stored = arrays[f"x_{key}"].transpose(0, 2, 1)
+        (directory / f"emnist-digits-{key}.csv").write_bytes(csv_bytes(stored, arrays[f"y_{key}"]))
+    assert_holds(analysis.load_data(directory), arrays)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["mnist_train_small.csv", "california_housing_train.csv", "mnist_test.csv", "california_housing_test.csv"],
+     r"which of california_housing_train.csv, mnist_train_small.csv is the training CSV file\? give a folder of one"),
+    (["x_train.npy", "x_train_augmented.npy", "y_train.npy", "x_test.npy", "y_test.npy"],
+     r"which of x_train.npy, x_train_augmented.npy is the x_train array\?"),
+])
+def test_a_folder_with_several_files_that_could_be_one_names_them(tmp_path, names, message):  # Colab's sample_data
+    arrays = synthetic_arrays()
+    for name in names:
+        if name.endswith(".csv"):
+            key = "train" if "train" in name else "test"
+            (tmp_path / name).write_bytes(csv_bytes(arrays[f"x_{key}"], arrays[f"y_{key}"]))
+        else:
+            np.save(tmp_path / name, arrays[name.split(".")[0][:7]])
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path)
+
+
 def test_a_test_csv_file_without_labels_is_refused_saying_why(tmp_path):  # Kaggle's digit-recognizer test.csv
     arrays = synthetic_arrays()
     directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
     (directory / "test.csv").write_bytes(b"\n".join(b",".join(b"%d" % v for v in image.ravel())
                                                     for image in arrays["x_test"]))
-    with pytest.raises(analysis.DataError, match=r"test.csv: rows of 784 values; expected a label and then 784 pixels "
-                                                 r"\(a test file without labels, as a Kaggle competition gives, cannot"):
+    with pytest.raises(analysis.DataError, match=r"test.csv: rows of 784 values; expected a label and 784 pixels "
+                                                 r"\(a test file without labels, as a Kaggle competition gives"):
         analysis.load_data(directory)
 
 
@@ -369,17 +412,25 @@ def test_a_numpy_array_that_cannot_be_read_is_refused_saying_why(tmp_path, key, 
 
 def test_a_folder_without_a_dataset_says_what_it_takes(tmp_path):
     (tmp_path / "notes.txt").write_text("no data here")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # which begins as IDX files do
     with pytest.raises(analysis.DataError, match=r"no data found: expected the four IDX files of MNIST's layout "
                                                  r"\(train-images-idx3-ubyte ...\), a training and a test CSV file, or "
-                                                 r"four numpy arrays"):
+                                                 r"four numpy arrays \(x_train.npy, y_train.npy, x_test.npy, y_test.npy\)$"):
+        analysis.load_data(tmp_path)
+    np.savez(tmp_path / "mnist.npz", **synthetic_arrays())  # as ~/.keras/datasets holds it
+    (tmp_path / "raw").mkdir()  # as torchvision keeps its files
+    with pytest.raises(analysis.DataError, match=r"y_test.npy\) \(give mnist.npz itself, or one of its folders \(raw\)\?\)$"):
         analysis.load_data(tmp_path)
 
 
-def test_one_csv_file_is_refused_saying_to_give_its_folder(tmp_path):
+def test_one_csv_or_npy_file_is_refused_saying_to_give_its_folder(tmp_path):
     arrays = synthetic_arrays()
     directory = write_csv_dir(tmp_path / "set", arrays)
-    with pytest.raises(analysis.DataError, match="a CSV file holds one set: give the folder that holds the training and"):
+    with pytest.raises(analysis.DataError, match="a CSV file holds one set: give the folder that holds the training"):
         analysis.load_data(directory / "mnist_train.csv")
+    np.save(directory / "x_train.npy", arrays["x_train"])
+    with pytest.raises(analysis.DataError, match="x_train.npy: a .npy file holds one array: give the folder that holds"):
+        analysis.load_data(directory / "x_train.npy")
 
 
 def npz_bytes(arrays):
@@ -475,8 +526,8 @@ def test_test_subset_changes_no_training_or_validation_image():
 ])
 def test_a_dry_run_draws_a_few_images_and_trains_one_epoch(flags, sizes):
     args = analysis.parse_args(["--dry-run", "--epochs", "5", *flags])[0]
-    data = analysis.Dataset(**synthetic_arrays(n_train=60, n_test=20), source="synthetic", sha256=None) \
-        if args.data else analysis.Dataset(**synthetic_arrays(n_train=2000, n_test=600), source="synthetic", sha256=None)
+    counts = {"n_train": 60, "n_test": 20} if args.data else {"n_train": 2000, "n_test": 600}
+    data = analysis.Dataset(**synthetic_arrays(**counts), source="synthetic", sha256=None)
     fit_set, validation, test = analysis.split_data(data, args, np.random.default_rng(1))
     assert (len(fit_set[1]), len(validation[1]), len(test[1])) == sizes and args.epochs == 1
 
