@@ -284,9 +284,21 @@ LABEL_NAMES = {"label", "labels", "class", "target", "y", "digit"}  # what a CSV
 def csv_files(directory):
     """A folder's training and test CSV files (mnist_train.csv and mnist_test.csv, say), if it has one of each."""
     suffixes = TABLE_SUFFIXES + tuple(suffix + ".gz" for suffix in TABLE_SUFFIXES)
-    found = [the_one(directory, named_alike(directory, split, suffixes=suffixes), f"{kind} CSV file")
-             for split, kind in (("train", "training"), ("t10k", "test"))]
-    return found if all(found) else None
+    found = {kind: the_one(directory, named_alike(directory, split, suffixes=suffixes), f"{kind} CSV file")
+             for split, kind in (("train", "training"), ("t10k", "test"))}
+    return complete_set(directory, found)
+
+
+def complete_set(directory, found):
+    """The files found for each part of a set (None where a part has none), if all are there; a refusal naming what
+    is missing, if only some; None, if none."""
+    if all(found.values()):
+        return list(found.values())
+    if any(found.values()):
+        present = ", ".join(path.name for path in found.values() if path)
+        missing = ", ".join(part for part, path in found.items() if path is None)
+        raise DataError(f"{directory}: {present}, but no {missing} file named alike")
+    return None
 
 
 def read_csv(path):
@@ -296,21 +308,20 @@ def read_csv(path):
     quoted; blank lines and lines of # comments before it are skipped."""
     content = uncompressed_bytes(path)
     sha256 = hashlib.sha256(content).hexdigest()
-    text = re.sub(rb"\A(?:[ \t]*(?:#[^\n]*)?\r?\n)+", b"", content.removeprefix(b"\xef\xbb\xbf"))
-    del content  # where a BOM or blank lines were cut, the uncut copy (of up to hundreds of megabytes) is let go
-    lines = text.split(b"\n", 2)
-    names = column_names(lines[0])
-    first_row = lines[1] if names and len(lines) > 1 else lines[0]
-    delimiter = next((mark for mark in (";", "\t", ",") if mark.encode() in first_row), None)  # None: spaces
+    content = trimmed_csv(content)
+    first_line = content[:content.find(b"\n")] if b"\n" in content else content
+    names = column_names(first_line)
+    first_row = re.compile(rb"^[ \t]*[^\s#][^\n]*", re.MULTILINE).search(content, len(first_line) if names else 0)
+    delimiter = next((mark for mark in (";", "\t", ",") if first_row and mark.encode() in first_row[0]), None)
     read = functools.partial(np.loadtxt, delimiter=delimiter, skiprows=int(bool(names)), ndmin=2, quotechar='"')
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # numpy's note of a file without rows: said below
         warnings.simplefilter("error", DeprecationWarning)  # numpy 1.26 cut 0.5 to 0 where whole numbers were asked
         try:  # whole numbers first (under 2 s for MNIST's 70,000 rows), then any (10 s)
-            rows = read(io.BytesIO(text), dtype=np.int32)
+            rows = read(io.BytesIO(content), dtype=np.int32)
         except (ValueError, OverflowError, DeprecationWarning):
             try:
-                rows = read(io.BytesIO(text), dtype=np.float32)
+                rows = read(io.BytesIO(content), dtype=np.float32)
             except ValueError as error:
                 reason = str(error).split("; use")[0]  # numpy's advice on usecols, not the user's concern
                 reason = re.sub(r"string '([^']{12})[^']{4,}?'? to ", r"string '\1...' to ", reason)  # a long cell cut
@@ -320,13 +331,26 @@ def read_csv(path):
     return rows, names, sha256
 
 
+def trimmed_csv(content):
+    """A CSV file's text without a BOM, the blank and # lines before its first line, or a last line of spaces."""
+    if b"\n" not in content:
+        content = content.replace(b"\r", b"\n")  # the line ends of old Macs
+    start = re.match(rb"(?:\xef\xbb\xbf)?(?:[ \t]*(?:#[^\n]*)?\r?\n)*", content).end()
+    end = len(content)
+    while end and content[end - 1] in b" \t\r\n":  # not rstrip(), which would copy it all
+        end -= 1
+    if start or b" " in content[end:] or b"\t" in content[end:]:  # numpy takes a line of spaces for a row
+        return content[start:end]  # a copy, of up to hundreds of megabytes: made only where needed
+    return content
+
+
 def column_names(line):
     """The names a CSV file's first line gives its columns, or None where it is a row of numbers.
 
     Numbers counting up by one are names: pandas numbers the columns it has no names for."""
-    names = [name.strip(b" \"'\r").decode(errors="replace") for name in re.split(rb"[;\t,]| +", line.strip())]
+    names = [name.strip(b"\"'").decode(errors="replace") for name in re.split(rb"\s*[;\t,]\s*|\s+", line.strip())]
     try:
-        values = [float(name) for name in names]
+        values = [float(name) for name in names if name]  # an empty cell names nothing: pandas' index column
     except ValueError:
         return names
     return names if len(values) > 2 and values == [values[0] + i for i in range(len(values))] else None
@@ -399,13 +423,13 @@ def array_files(directory):
         kind, split = key.split("_")
         files = named_alike(directory, "train" if split == "train" else "t10k", ARRAY_WORDS[kind], (".npy", ".npz"))
         found[key] = the_one(directory, files, f"{key} array")
-    return found if all(found.values()) else None
+    return complete_set(directory, found)
 
 
 def load_array_files(files):
     """Load four numpy files of one array each: .npy, or .npz archives of one member (as KMNIST's)."""
     arrays, sha256 = {}, {}
-    for key, path in files.items():
+    for key, path in zip(IDX_NAMES, files):
         raw = path.read_bytes()
         with numpy_reading(path, "numpy file"):
             loaded = np.load(io.BytesIO(raw), allow_pickle=False)  # an array, or an archive of them
@@ -521,10 +545,17 @@ def load_directory(directory, verify_pins):
     """Load a folder of IDX files; where it has none, of a training and a test CSV file, or of four numpy arrays."""
     if verify_pins or holds_idx_files(directory):
         return load_idx_directory(directory, verify_pins)
-    if files := csv_files(directory):
-        return load_csv_directory(files)
-    if files := array_files(directory):
-        return load_array_files(files)
+    refusals = []  # of files that could be a set's, but several or too few: said where no layout fits
+    for find, load in ((array_files, load_array_files), (csv_files, load_csv_directory)):
+        try:
+            files = find(directory)
+        except DataError as refusal:
+            refusals.append(refusal)
+            continue
+        if files:
+            return load(files)
+    if refusals:
+        raise refusals[0]
     hints = []  # where the data may be instead: an archive in the folder (~/.keras/datasets), a folder in it (raw/)
     if archives := [path.name for path in visible_files(directory) if path.suffix.lower() == ".npz"]:
         hints.append(f"{' or '.join(archives[:3])} itself")

@@ -293,6 +293,27 @@ def test_a_csv_file_may_have_its_label_last_quoted_numbers_and_notes_before_its_
     assert_holds(analysis.load_data(directory), arrays)
 
 
+@pytest.mark.parametrize("reshape", [
+    lambda text: text.replace(b",", b", "),  # a space after each comma
+    lambda text: WORDS_HEADER + b"\n# the rows follow\n" + text,  # a blank and a # line after the header
+    lambda text: text + b"   \n",  # a last line of spaces
+    lambda text: text.replace(b"\n", b"\r"),  # old Macs' line ends
+])
+def test_csv_text_laid_out_loosely_loses_no_row(tmp_path, reshape):
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    (directory / "train.csv").write_bytes(reshape(csv_bytes(arrays["x_train"], arrays["y_train"])))
+    assert_holds(analysis.load_data(directory), arrays)
+
+
+def test_an_empty_cell_in_the_first_row_is_refused_not_taken_for_a_header(tmp_path):
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    (directory / "train.csv").write_bytes(csv_bytes(arrays["x_train"], arrays["y_train"]).replace(b",", b",,", 1))
+    with pytest.raises(analysis.DataError, match=r"train.csv: not a CSV file of numbers \(could not convert string ''"):
+        analysis.load_data(directory)
+
+
 def test_csv_files_gzipped_or_of_scaled_floats_load(tmp_path):
     arrays = synthetic_arrays()
     directory = tmp_path / "set"
@@ -357,6 +378,31 @@ def test_a_folder_with_several_files_that_could_be_one_names_them(tmp_path, name
             (tmp_path / name).write_bytes(csv_bytes(arrays[f"x_{key}"], arrays[f"y_{key}"]))
         else:
             np.save(tmp_path / name, arrays[name.split(".")[0][:7]])
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path)
+
+
+def test_four_numpy_arrays_load_beside_stray_csv_files(tmp_path):  # a training log, say
+    arrays = synthetic_arrays()
+    for key, array in arrays.items():
+        np.save(tmp_path / f"{key}.npy", array)
+    (tmp_path / "train_log.csv").write_text("epoch,loss\n1,0.5\n")
+    (tmp_path / "train_metrics.csv").write_text("epoch,accuracy\n1,0.9\n")
+    assert_holds(analysis.load_data(tmp_path), arrays)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["mnist_train.csv"], r"mnist_train.csv, but no test file named alike$"),
+    (["kmnist-train-imgs.npz", "kmnist-train-labels.npz"],
+     r"kmnist-train-imgs.npz, kmnist-train-labels.npz, but no x_test, y_test file named alike$"),
+])
+def test_a_set_with_parts_missing_names_what_is_missing(tmp_path, names, message):
+    arrays = synthetic_arrays()
+    for name in names:
+        if name.endswith(".csv"):
+            (tmp_path / name).write_bytes(csv_bytes(arrays["x_train"], arrays["y_train"]))
+        else:
+            np.savez(tmp_path / name, arrays["x_train" if "imgs" in name else "y_train"])
     with pytest.raises(analysis.DataError, match=message):
         analysis.load_data(tmp_path)
 
