@@ -143,7 +143,7 @@ LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 DRY_RUN_IMAGES = {"training": 1000, "test": 500}  # at most, in the one epoch of --dry-run
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB's weights in grey, as Pillow's convert("L") gives them
-LUMA_16_BITS = (19595, 38470, 7471)  # the same, as Pillow sums 8-bit pixels: in 16-bit fixed point
+LUMA_16_BITS = tuple(int(weight) for weight in np.rint(LUMA * 2**16))  # the same in 16-bit fixed point, as Pillow
 
 
 class DataError(Exception):
