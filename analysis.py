@@ -381,28 +381,29 @@ def load_npz(path):
     if name.endswith(".npy"):
         raise DataError(f"{path}: a .npy file holds one array: give the folder that holds the four")
     raw = path.read_bytes()  # read once: hashed and parsed from memory
-    if raw.startswith(b"\x1f\x8b"):
-        raise DataError(f"{path}: {gzipped_contents(raw)}")
-    if not zipfile.is_zipfile(io.BytesIO(raw)):  # np.load would take any other file for a pickle
-        raise DataError(f"{path}: not a .npz archive")
-    with numpy_reading(path, ".npz archive"), np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+    with numpy_contents(path, raw, ".npz archive") as archive:
+        if isinstance(archive, np.ndarray):
+            raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         missing = [key for key in IDX_NAMES if key not in archive.files]
         if missing:
             held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
                 if archive.files else "it is empty"
             raise DataError(f"{path}: missing array(s) {', '.join(missing)} ({held})")
-        arrays = {key: archive[key] for key in IDX_NAMES}
-    not_arrays = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
-    if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
-        raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
+        arrays = archived_arrays(path, archive, IDX_NAMES)
     return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
 
 
 @contextlib.contextmanager
-def numpy_reading(path, kind):
-    """Numpy's errors in reading `path`, `kind` of file, as one-line DataErrors; nothing is ever unpickled."""
+def numpy_contents(path, raw, kind):
+    """The array of an .npy file or the archive of an .npz, read from its bytes `raw`; nothing is ever unpickled."""
+    if raw.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path}: {gzipped_contents(raw)}")
+    if not raw.startswith(b"\x93NUMPY") and not zipfile.is_zipfile(io.BytesIO(raw)):
+        raise DataError(f"{path}: not a {kind}")  # np.load would take it for a pickle
     try:
-        yield
+        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
+        with contextlib.nullcontext(loaded) if isinstance(loaded, np.ndarray) else loaded:
+            yield loaded
     except ValueError as error:  # object arrays (they would need unpickling) and cut-short arrays land here
         reason = f"refused: {error}" if "allow_pickle" in str(error) else f"not a readable {kind} ({error})"
         raise DataError(f"{path}: {reason}") from None
@@ -410,6 +411,15 @@ def numpy_reading(path, kind):
         raise DataError(f"{path}: cannot load it ({error})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"{path}: not a readable {kind} ({error})") from None
+
+
+def archived_arrays(path, archive, names):
+    """The members `names` of an open .npz archive, each refused unless it was saved as a numpy array."""
+    arrays = {name: archive[name] for name in names}
+    not_arrays = [name for name, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
+        raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
+    return arrays
 
 
 # The words that name images and labels in the files of a folder of arrays (x_train.npy, kmnist-train-imgs.npz)
@@ -431,15 +441,11 @@ def load_array_files(files):
     arrays, sha256 = {}, {}
     for key, path in zip(IDX_NAMES, files):
         raw = path.read_bytes()
-        with numpy_reading(path, "numpy file"):
-            loaded = np.load(io.BytesIO(raw), allow_pickle=False)  # an array, or an archive of them
+        with numpy_contents(path, raw, "numpy file") as loaded:
             if not isinstance(loaded, np.ndarray):
-                with loaded:
-                    if len(loaded.files) != 1:
-                        raise DataError(f"{path}: holds {len(loaded.files)} arrays; expected one, its {key}")
-                    loaded = loaded[loaded.files[0]]
-        if not isinstance(loaded, np.ndarray):
-            raise DataError(f"{path}: not saved as a numpy array (.npy)")
+                if len(loaded.files) != 1:
+                    raise DataError(f"{path}: holds {len(loaded.files)} arrays; expected one, its {key}")
+                loaded = archived_arrays(path, loaded, loaded.files)[loaded.files[0]]
         arrays[key], sha256[path.name] = loaded, hashlib.sha256(raw).hexdigest()
     return arrays, sha256
 
@@ -452,6 +458,8 @@ def gzipped_contents(raw):
         return "gzip-compressed, and damaged"
     if head.startswith(b"PK"):
         return "gzip-compressed: decompress it first (gunzip), or give --data <(gunzip -c FILE)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a gzipped numpy array: decompress it first (gunzip)"
     if head.startswith(b"\x00\x00"):
         return "one gzipped IDX file: give the folder that holds all four"
     if head[257:262] == b"ustar":

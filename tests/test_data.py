@@ -446,6 +446,9 @@ def saved_array(array):
      r"x_test.npz: holds 2 arrays; expected one, its x_test$"),
     ("y_train", "y_train.npy", lambda a: saved_array(np.array([{"label": 1}])), "y_train.npy: refused: .*allow_pickle"),
     ("x_train", "x_train.npy", lambda a: saved_array(a["x_train"])[:200], "x_train.npy: not a readable numpy file"),
+    ("x_train", "x_train.npy", lambda a: b"0,0,0\n" * 60, "x_train.npy: not a numpy file$"),  # not read as a pickle
+    ("y_test", "y_test.npy", lambda a: gzip.compress(saved_array(a["y_test"])),
+     r"y_test.npy: a gzipped numpy array: decompress it first \(gunzip\)$"),
 ])
 def test_a_numpy_array_that_cannot_be_read_is_refused_saying_why(tmp_path, key, name, content, message):
     arrays = synthetic_arrays()
@@ -509,8 +512,12 @@ def test_a_gzipped_file_is_refused_saying_what_to_give_instead(tmp_path, content
 
 def test_file_that_is_not_an_archive_is_refused(tmp_path):
     (tmp_path / "notes.npz").write_text("these are not arrays")
-    with pytest.raises(analysis.DataError, match="not a .npz archive"):
+    with pytest.raises(analysis.DataError, match="not a .npz archive$"):
         analysis.load_data(tmp_path / "notes.npz")
+    (tmp_path / "x_train.npz").write_bytes(saved_array(synthetic_arrays()["x_train"]))  # an .npy by another name
+    with pytest.raises(analysis.DataError, match="x_train.npz: one numpy array, not an archive of the four: give the "
+                                                 "folder that holds them$"):
+        analysis.load_data(tmp_path / "x_train.npz")
 
 
 def test_npz_images_of_the_wrong_size_are_refused(tmp_path):
