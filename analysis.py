@@ -1053,13 +1053,13 @@ def ctrl_c_between_steps():
 
 
 def stop_on_invalid_loss(model):
-    """A Keras callback that stops training once the loss is NaN or infinite.
+    """A Keras callback that stops training once the loss, or the validation loss, is NaN or infinite.
 
     Keras' own TerminateOnNaN says so on stdout, ahead of the one-line error that explains it."""
-    def check(batch, logs):
-        if not np.isfinite(logs.get("loss", 0.0)):
+    def check(step, logs):
+        if not all(np.isfinite(logs.get(key, 0.0)) for key in ("loss", "val_loss")):
             model.stop_training = True
-    return keras.callbacks.LambdaCallback(on_train_batch_end=check)
+    return keras.callbacks.LambdaCallback(on_train_batch_end=check, on_epoch_end=check)
 
 
 def progress_display():
@@ -1078,9 +1078,11 @@ def fit(model, train, validation, epochs, steps_per_epoch, batch_size, seed, par
                             validation_data=inference_stream(*validation) if len(validation[0]) else None,
                             shuffle=False, callbacks=[stop_on_ctrl_c, stop_on_invalid_loss(model)],
                             verbose=verbose).history
-    if not np.all(np.isfinite(history["loss"])):
-        raise TrainingError(f"training diverged: the loss became {history['loss'][-1]} in epoch "
-                            f"{len(history['loss'])} (try a lower --lr)")
+    for key, loss in (("loss", "the loss"), ("val_loss", "the validation loss")):
+        if not np.all(finite := np.isfinite(history.get(key, []))):
+            epoch = int(np.argmin(finite))  # a network can overflow in inference while its training loss is finite
+            raise TrainingError(f"training diverged: {loss} became {history[key][epoch]} in epoch {epoch + 1} "
+                                "(try a lower --lr)")
     return history
 
 
@@ -1136,7 +1138,7 @@ def cross_entropy(probabilities, labels):
     """Mean cross-entropy, in nats, of the probabilities given to the true labels."""
     chosen = probabilities[np.arange(len(labels)), labels]
     # float32 may round a sure answer's probability past 1, and -log(1) is -0.0: both printed -0.0000
-    return max(0.0, float(-np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean()))
+    return float(np.maximum(0.0, -np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean()))  # NaN stays NaN
 
 
 def fit_temperature(logits, labels):
@@ -2206,6 +2208,8 @@ def train_and_report(args):
         if args.save_model:  # the training, the long part, is done: keep what was asked for
             raise interruption_after_saving(model, calibrated, args.save_model) from None
         raise
+    if not np.isfinite(test_views).all():  # without a holdout, nothing else would show it
+        raise TrainingError("training diverged: the network's answers are not numbers (try a lower --lr)")
     model = calibrated
     probabilities = average_views(test_views)
     evaluate_seconds = time.perf_counter() - started

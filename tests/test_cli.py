@@ -405,13 +405,21 @@ def test_data_can_come_through_a_pipe_and_a_device_is_refused_as_one(mnist, tmp_
             f"error: {os.devnull}: neither a file nor a folder (a device or a socket)"]
 
 
-def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path):
+@pytest.mark.parametrize("flags, error", [
+    (["--lr", "1e30"], r"the loss became nan in epoch 1"),
+    # a finite training loss, but a network that overflows in inference: it was reported with a Loss of 0.0000
+    (["--lr", "1e8"], r"the (validation )?loss became (nan|inf) in epoch [12]"),
+    (["--lr", "1e8", "--validation-split", "0"],
+     r"(the loss became (nan|inf) in epoch [12]|the network's answers are not numbers)"),
+])
+def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path, flags, error):
     out = tmp_path / "out"
     status, stdout, stderr = run_main(["--epochs", "2", "--train-samples", "600", "--test-samples", "100",
-                                       "--lr", "1e30", "--precision", "float32", "--output-dir", out,
+                                       *flags, "--precision", "float32", "--output-dir", out,
                                        "--save-model", out / "model.keras"])
     assert status == 1
-    assert script_lines(stderr) == ["error: training diverged: the loss became nan in epoch 1 (try a lower --lr)"]
+    assert len(script_lines(stderr)) == 1, stderr
+    assert re.fullmatch(rf"error: training diverged: {error} \(try a lower --lr\)", script_lines(stderr)[0])
     assert "Loss:" not in stdout and "Invalid loss" not in stdout and not out.exists()
 
 

@@ -216,6 +216,7 @@ def test_cross_entropy_of_known_probabilities():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert analysis.cross_entropy(probabilities, np.array([0, 1, 1])) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])))
     assert analysis.accuracy_of(probabilities, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert np.isnan(analysis.cross_entropy(np.full((2, 2), np.nan), np.array([0, 1])))  # not a perfect 0.0
 
 
 def overconfident_logits(temperature, n=4000, seed=0):
