@@ -39,8 +39,15 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError, features
+INSTALL_ADVICE = ("activate the virtual environment the requirements went into, or install them with "
+                  "`pip install -r requirements.txt`")
+try:
+    import numpy as np
+    from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError, features
+except ImportError as error:  # most often a new shell, its virtual environment not activated
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: {error}: {INSTALL_ADVICE}")
 
 # TensorFlow (with Keras on it), scikit-learn, SciPy and matplotlib take seconds to import, so main()
 # imports them with import_libraries() once the arguments are read: --help and usage errors answer
@@ -108,7 +115,7 @@ def import_libraries():
         import scipy.special
         import sklearn.metrics
     except ImportError as error:
-        raise SetupError(f"{error}: install the requirements with `pip install -r requirements.txt`") from None
+        raise SetupError(f"{error}: {INSTALL_ADVICE}") from None
     except (AttributeError, OSError, RuntimeError, TypeError, ValueError) as error:
         # such as protobuf's TypeError where its version does not fit TensorFlow's
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]

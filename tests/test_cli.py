@@ -138,6 +138,12 @@ def test_a_cpu_without_avx_is_refused_before_tensorflow_loads(monkeypatch):  # w
     assert not analysis.cpu_lacks_avx()
 
 
+def test_a_shell_without_the_libraries_gets_one_line_saying_what_to_do():
+    result = run_cli("--help", flags=("-S",))  # no site-packages: what a shell whose venv is not active finds
+    assert result.returncode == 1 and result.stdout == ""
+    assert re.fullmatch(rf"error: No module named '\w+': {re.escape(analysis.INSTALL_ADVICE)}\n", result.stderr)
+
+
 def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeypatch):
     def fail():
         raise RuntimeError("unforeseen")
