@@ -1954,38 +1954,52 @@ def listed_pictures(paths):
     return entries
 
 
-def prepare_pictures(entries):
-    """Prepare listed pictures as 28x28 uint8 digits: (path, digit, None) for each, or (path, None, error)."""
-    results = []
-    for path, error in entries:
-        digit = None
-        if error is None:
-            try:
-                digit = np.round(preprocess_drawing(load_drawing(path)) * 255).astype(np.uint8)
-            except DataError as refusal:
-                error = refusal
-        results.append((path, digit, error))
-    return results
+def prepared_picture(path, error):
+    """A listed picture prepared as a 28x28 uint8 digit: (path, digit, None), or (path, None, error) where it is not."""
+    if error is None:
+        try:
+            return path, np.round(preprocess_drawing(load_drawing(path)) * 255).astype(np.uint8), None
+        except DataError as refusal:
+            error = refusal
+    return path, None, error
 
 
-PREDICT_CHUNK = 64  # pictures prepared and classified at a time, so that a large folder's answers show as they come
+# Prepared pictures are classified together, up to this many, or as many as were prepared in a second (a
+# phone photo takes half of one): a folder's answers show as they come.
+PREDICT_CHUNK = 64
+PREDICT_SECONDS = 1.0
+
+
+def print_answers(model, prepared, shift_average):
+    """Classify prepared pictures; print `PATH: DIGIT (confidence C)` or an error line for each, in order; count
+    the errors."""
+    digits = [digit for _, digit, error in prepared if error is None]
+    answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
+    for path, _, error in prepared:
+        if error is not None:
+            print(f"{printable(path)}: error: {error}", file=sys.stderr, flush=True)
+        else:
+            row = next(answers)
+            print(f"{printable(path)}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
+    return sum(error is not None for _, _, error in prepared)
 
 
 def predict_drawings(model, paths, shift_average=True):
-    """Classify each picture; print `PATH: DIGIT (confidence C)` or an error line, in input order; count failures."""
-    entries, failures = listed_pictures(paths), 0
-    for start in range(0, len(entries), PREDICT_CHUNK):
-        results = prepare_pictures(entries[start:start + PREDICT_CHUNK])
-        digits = [digit for _, digit, error in results if error is None]
-        answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
-        for path, _, error in results:
-            if error is not None:
-                print(f"{printable(path)}: error: {error}", file=sys.stderr, flush=True)
-                failures += 1
-            else:
-                row = next(answers)
-                print(f"{printable(path)}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
-    return failures
+    """Classify each picture, printing its answer or error in input order; count the failures.
+
+    Ctrl-C stops it after answering the pictures already prepared."""
+    failures, prepared, since = 0, [], time.monotonic()
+    try:
+        for path, error in listed_pictures(paths):
+            prepared.append(prepared_picture(path, error))
+            if len(prepared) == PREDICT_CHUNK or time.monotonic() - since >= PREDICT_SECONDS:
+                chunk, prepared = prepared, []  # each answered once, whenever Ctrl-C comes
+                failures += print_answers(model, chunk, shift_average)
+                since = time.monotonic()
+    except KeyboardInterrupt:
+        print_answers(model, prepared, shift_average)
+        raise
+    return failures + print_answers(model, prepared, shift_average)
 
 
 def printable(text):

@@ -527,26 +527,56 @@ def test_an_unreadable_model_is_refused_for_what_it_is_not_called_a_bad_archive(
         analysis.load_trained_model(model)
 
 
-@pytest.mark.parametrize("chunk", [64, 2])  # all pictures at once, and in chunks that split them
-def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist, monkeypatch, chunk):  # as `2>&1` reads
+def pictures_and_non_pictures(directory, mnist):
+    """a.png, c.png and e.png: MNIST digits; b.png and d.png: text."""
+    Image.fromarray(mnist.x_test[0]).save(directory / "a.png")
+    (directory / "b.png").write_text("not a picture")
+    Image.fromarray(mnist.x_test[1]).save(directory / "c.png")
+    (directory / "d.png").write_text("not a picture either")
+    Image.fromarray(mnist.x_test[2]).save(directory / "e.png")
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+
+
+def assert_answered_in_order(lines, directory, names):
+    """Assert that the lines answer these pictures, in order: a digit for a, c and e; an error for b and d."""
+    assert len(lines) == len(names), lines
+    for line, name in zip(lines, names):
+        if name in "bd":
+            assert line.startswith(f"{directory}/{name}.png: error: "), lines
+        else:
+            assert re.fullmatch(re.escape(f"{directory}/{name}.png") + r": \d \(confidence (0\.\d\d|1\.00)\)", line), lines
+
+
+# all pictures at once, in chunks that split them, and each alone (as pictures that take a second each to prepare)
+@pytest.mark.parametrize("chunk, seconds", [(64, 60), (2, 60), (64, 0)])
+def test_answers_and_errors_come_in_the_order_of_the_pictures(tmp_path, mnist, monkeypatch, chunk, seconds):
     monkeypatch.setattr(analysis, "PREDICT_CHUNK", chunk)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
-    Image.fromarray(mnist.x_test[0]).save(tmp_path / "a.png")
-    (tmp_path / "b.png").write_text("not a picture")
-    Image.fromarray(mnist.x_test[1]).save(tmp_path / "c.png")
-    (tmp_path / "d.png").write_text("not a picture either")
-    Image.fromarray(mnist.x_test[2]).save(tmp_path / "e.png")
-    both = io.StringIO()
+    monkeypatch.setattr(analysis, "PREDICT_SECONDS", seconds)
+    model = pictures_and_non_pictures(tmp_path, mnist)
+    predicted, predict_views = [], analysis.predict_views  # how many digits each call classifies
+    monkeypatch.setattr(analysis, "predict_views", lambda *args: predicted.append(len(args[1])) or predict_views(*args))
+    both = io.StringIO()  # as `2>&1` reads them
     with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
         failures = analysis.predict_drawings(model, [tmp_path])
-    lines = both.getvalue().splitlines()
-    assert failures == 2 and len(lines) == 5
-    answer = r": \d \(confidence (0\.\d\d|1\.00)\)"
-    for line, name in zip(lines, "abcde"):
-        if name in "bd":
-            assert line.startswith(f"{tmp_path}/{name}.png: error: "), lines
-        else:
-            assert re.fullmatch(re.escape(f"{tmp_path}/{name}.png") + answer, line), lines
+    assert failures == 2
+    assert_answered_in_order(both.getvalue().splitlines(), tmp_path, "abcde")
+    assert predicted == {64: [3], 2: [1, 1, 1], 0: [1, 1, 1]}[chunk if seconds else 0]
+
+
+def test_ctrl_c_stops_after_answering_the_pictures_prepared(tmp_path, mnist, monkeypatch):
+    model = pictures_and_non_pictures(tmp_path, mnist)
+    load_drawing = analysis.load_drawing
+
+    def ctrl_c_at_c(path, *args):
+        if path.name == "c.png":
+            raise KeyboardInterrupt
+        return load_drawing(path, *args)
+
+    monkeypatch.setattr(analysis, "load_drawing", ctrl_c_at_c)
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both), pytest.raises(KeyboardInterrupt):
+        analysis.predict_drawings(model, [tmp_path])
+    assert_answered_in_order(both.getvalue().splitlines(), tmp_path, "ab")
 
 
 def iso_media_header(brand, compatible):
