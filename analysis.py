@@ -1023,8 +1023,22 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
 
 
 @contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """Let SIGTERM (`timeout`, `kill`, `docker stop`, a job scheduler) stop the run as Ctrl-C does, keeping finished
+    work and leaving no temporary file, where it would otherwise end the process at once; set back after."""
+    default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # not where it is ignored, or someone else's
+    if default:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if default:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def ctrl_c_held():
-    """Hold Ctrl-C through the block; yield a function that tells whether it was pressed. A second press stops at once."""
+    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that tells whether it came. A second stops at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -1032,14 +1046,15 @@ def ctrl_c_held():
             raise KeyboardInterrupt
         pressed.append(signum)
 
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # ignored, or someone else's
-        yield lambda: False
-        return
-    signal.signal(signal.SIGINT, hold)
+    # only where Python's own Ctrl-C handler is set, not where the signal is ignored or someone else's
+    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is signal.default_int_handler]
+    for number in held:
+        signal.signal(number, hold)
     try:
         yield lambda: bool(pressed)
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number in held:
+            signal.signal(number, signal.default_int_handler)
 
 
 @contextlib.contextmanager
@@ -2390,47 +2405,49 @@ def closed_streams_to_devnull():
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C, 141 closed pipe), or exit
-    with 2 on a usage error."""
+    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C or SIGTERM, 141 closed pipe),
+    or exit with 2 on a usage error."""
     closed_streams_to_devnull()
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
-    try:
-        for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES), (args.save_model, "--save-model", None)):
-            if output:
-                check_writable(output, what, files)
-        for given, what in ((args.data, "--data"), (args.model, "--model")):
-            try:
-                if given:
-                    given.stat()  # not exists(), which takes a loop of links for a missing file
-            except FileNotFoundError:
-                raise DataError(f"{given}: no such file or directory ({what})") from None
-            except OSError as error:  # in a folder that cannot be entered, or a loop of links
-                raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
-        if not args.predict and surely_on_the_cpu(args.no_accel):
-            pick_precision(args.precision)  # refuse a precision this CPU lacks before TensorFlow's seconds of import
-        import_libraries()
-        fit_thread_pools_to_quota()
-        if args.predict:
-            visible_gpus(args.no_accel)  # looked for before Keras does, with the start-up log silenced
-            register_heif_reader()
-            return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
-        if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
-            return train_keeping_the_files(args)
-        return train_and_report(args)
-    except KeyboardInterrupt as interrupt:
-        print("; ".join(["error: interrupted", *map(str, interrupt.args)]), file=sys.stderr)
-        return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT)
-    except UsageError as error:
-        parser.error(printable(str(error)))  # exits with 2
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
-        descriptor_to_devnull(sys.stdout.fileno())
-        return 141  # the shell's status for a program stopped by SIGPIPE
-    except Exception as error:
-        if not isinstance(error, reported_errors()):
-            raise  # a fault of the script's own: its traceback is the report
-        print(error_line(error), file=sys.stderr)
+    with sigterm_as_ctrl_c():
+        try:
+            for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES),
+                                        (args.save_model, "--save-model", None)):
+                if output:
+                    check_writable(output, what, files)
+            for given, what in ((args.data, "--data"), (args.model, "--model")):
+                try:
+                    if given:
+                        given.stat()  # not exists(), which takes a loop of links for a missing file
+                except FileNotFoundError:
+                    raise DataError(f"{given}: no such file or directory ({what})") from None
+                except OSError as error:  # in a folder that cannot be entered, or a loop of links
+                    raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
+            if not args.predict and surely_on_the_cpu(args.no_accel):
+                pick_precision(args.precision)  # refuse a precision this CPU lacks before TensorFlow's seconds of import
+            import_libraries()
+            fit_thread_pools_to_quota()
+            if args.predict:
+                visible_gpus(args.no_accel)  # looked for before Keras does, with the start-up log silenced
+                register_heif_reader()
+                return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
+            if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
+                return train_keeping_the_files(args)
+            return train_and_report(args)
+        except KeyboardInterrupt as interrupt:
+            print("; ".join(["error: interrupted", *map(str, interrupt.args)]), file=sys.stderr)
+            return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT), kept for SIGTERM
+        except UsageError as error:
+            parser.error(printable(str(error)))  # exits with 2
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
+            descriptor_to_devnull(sys.stdout.fileno())
+            return 141  # the shell's status for a program stopped by SIGPIPE
+        except Exception as error:
+            if not isinstance(error, reported_errors()):
+                raise  # a fault of the script's own: its traceback is the report
+            print(error_line(error), file=sys.stderr)
     return 1
 
 

@@ -608,11 +608,13 @@ def test_ctrl_c_stops_the_writes_that_are_left():
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
-def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl-C, and `timeout`'s or a scheduler's request
+def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c, stop):
     save_model = analysis.save_model
 
     def pressed_while_saving(model, path):
-        signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(getattr(signal, stop)) not in (signal.SIG_DFL, signal.SIG_IGN)  # not this process's end
+        signal.raise_signal(getattr(signal, stop))
         save_model(model, path)
 
     monkeypatch.setattr(analysis, "save_model", pressed_while_saving)
@@ -667,7 +669,8 @@ def test_an_output_path_through_a_link_loop_is_named_as_such(tmp_path, flag, pat
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
-def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path, stop):
     out, temporary = tmp_path / "out", tmp_path / "tmp"
     temporary.mkdir()
     # Python's own Ctrl-C handler, set explicitly: a shell running this suite in the background ignores SIGINT
@@ -682,7 +685,7 @@ def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path):
     for line in process.stdout:
         if line.startswith("Epoch 1/"):
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, stop))
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
     assert script_lines(stderr) == ["error: interrupted"] and "Traceback" not in stderr
