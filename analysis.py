@@ -1407,8 +1407,9 @@ def save_model(model, path):
 # Your own handwriting
 
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".hif", ".avif")
-PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF"  # the suffixes' formats, for people
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif",
+                    ".hif", ".avif", ".pgm", ".ppm", ".pbm", ".pnm")  # .jfif: Windows' downloads; .pgm: Linux's scans
+PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PGM"  # the suffixes' formats, for people
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
 

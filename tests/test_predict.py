@@ -426,7 +426,7 @@ def listed(entries, root):
 
 def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path):
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", "d.gif", "._a.png", ".hidden.jpg", "7/x.png", "10/y.webp",
-                 "IMG_0001.HEIC", "f.avif", "g.hif", "clip.MOV",
+                 "IMG_0001.HEIC", "f.avif", "g.hif", "clip.MOV", "h.jfif", "scan.pgm", "scan.ppm",
                  "7/deeper/z.bmp", ".git/w.png", "7/.v.png", "elsewhere/1/u.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True, parents=True)
         (tmp_path / name).write_bytes(b"")
@@ -444,7 +444,7 @@ def test_a_folder_names_its_pictures_and_its_subfolders_in_sorted_order(tmp_path
     (tmp_path / "a-link").unlink()
     assert listed(analysis.pictures_in(tmp_path), tmp_path) == [
         (name, None) for name in ("10/y.webp", "7/deeper/z.bmp", "7/x.png", "IMG_0001.HEIC", "a.png", "b.JPG", "c.jpeg",
-                                  "d.gif", "elsewhere/1/u.png", "f.avif", "g.hif")]
+                                  "d.gif", "elsewhere/1/u.png", "f.avif", "g.hif", "h.jfif", "scan.pgm", "scan.ppm")]
     assert analysis.pictures_in(tmp_path / "a.png") == [(tmp_path / "a.png", None)]
     with pytest.raises(analysis.DataError, match=re.escape(f"no pictures ({analysis.PICTURE_FORMATS} files) in this folder")):
         analysis.pictures_in(tmp_path / "e.png")
@@ -733,7 +733,7 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        (f"{tmp_path}/empty: error: no pictures (PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF files) in this folder or "
+        (f"{tmp_path}/empty: error: no pictures (PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PGM files) in this folder or "
         "its subfolders")]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
