@@ -1199,7 +1199,8 @@ def calibration_summary(temperature, validation_images):
     """How the probabilities were calibrated, for the report; a fit that ran into its limit says so."""
     if temperature is None:
         return "uncalibrated"
-    summary = f"temperature {temperature:.3f}, fitted on the {validation_images} validation images"
+    summary = f"temperature {temperature:.3f}, fitted on the {validation_images} validation image" + \
+        "s" * (validation_images != 1)
     if abs(math.log(temperature)) > LOG_TEMPERATURE_LIMIT - 1e-3:
         summary += (": the limit of its search, so the holdout is too small or too poorly classified to "
                     "calibrate the probabilities")
@@ -2164,9 +2165,10 @@ def parse_args(argv):
     if args.predict:  # parsed again with a default of its own, to tell a flag given its default value from none
         unset, training_flags = object(), [name for name in vars(args) if name not in PREDICT_FLAGS]
         parser.set_defaults(**dict.fromkeys(training_flags, unset))
-        given = [name for name in training_flags if getattr(parser.parse_args(argv), name) is not unset]
-        if given:
-            parser.error(f"--{given[0].replace('_', '-')} is for training runs, not --predict")
+        reparsed = parser.parse_args(argv)
+        if given := [name for name in training_flags if getattr(reparsed, name) is not unset]:
+            negated = "no-" if getattr(reparsed, given[0]) is False else ""  # --no-xla, as it was typed
+            parser.error(f"--{negated}{given[0].replace('_', '-')} is for training runs, not --predict")
     if args.output_dir and args.save_model:  # realpath, not resolve: a link loop is check_writable's to report
         model, reports = (Path(os.path.realpath(output)) for output in (args.save_model, args.output_dir))
         if model == reports or model in reports.parents:

@@ -185,7 +185,8 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--predict", "a.png", "--model", "m.keras", "--output-dir", "out"], "--output-dir is for training runs"),
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "3"], "--epochs is for training runs, not --predict"),
     (["--predict", "a.png", "--model", "m.keras", "--epochs", "9"], "--epochs is for training runs"),  # the default
-    (["--predict", "a.png", "--model", "m.keras", "--no-xla"], "--xla is for training runs"),
+    (["--predict", "a.png", "--model", "m.keras", "--no-xla"], "--no-xla is for training runs"),
+    (["--predict", "a.png", "--model", "m.keras", "--xla"], "--xla is for training runs"),
     (["--predict", "a.png", "--model", "m.keras", "--dry-run"], "--dry-run is for training runs"),
     (["--save-model", "out.keras", "--output-dir", "./out.keras"], "--save-model names the --output-dir folder"),
     (["--save-model", "out.keras", "--output-dir", "out.keras/reports"], "--save-model names the --output-dir folder, or a"),

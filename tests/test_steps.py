@@ -248,6 +248,7 @@ def test_a_temperature_fit_that_runs_into_its_limit_says_so():
     assert "the limit of its search" in analysis.calibration_summary(hopeless, 200)
     fitted = analysis.fit_temperature(logits, labels)
     assert analysis.calibration_summary(fitted, 200) == f"temperature {fitted:.3f}, fitted on the 200 validation images"
+    assert analysis.calibration_summary(fitted, 1).endswith("fitted on the 1 validation image")
     assert analysis.calibration_summary(None, 0) == "uncalibrated"
 
 
