@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import warnings
 import zipfile
@@ -41,13 +42,17 @@ from pathlib import Path, PurePosixPath
 
 INSTALL_ADVICE = ("activate the virtual environment the requirements went into, or install them with "
                   "`pip install -r requirements.txt`")
+REINSTALL_ADVICE = "reinstall them with `pip install -r requirements.txt` in a fresh virtual environment"
 try:
     import numpy as np
     from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError, features
 except ImportError as error:  # most often a new shell, its virtual environment not activated
     if __name__ != "__main__":
         raise
-    sys.exit(f"error: {error}: {INSTALL_ADVICE}")
+    if isinstance(error, ModuleNotFoundError):
+        sys.exit(f"error: {error}: {INSTALL_ADVICE}")
+    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    sys.exit(f"error: importing numpy and Pillow failed ({first_line.strip()}): {REINSTALL_ADVICE}")
 
 # TensorFlow (with Keras on it), scikit-learn, SciPy and matplotlib take seconds to import, so main()
 # imports them with import_libraries() once the arguments are read: --help and usage errors answer
@@ -119,8 +124,7 @@ def import_libraries():
     except (AttributeError, OSError, RuntimeError, TypeError, ValueError) as error:
         # such as protobuf's TypeError where its version does not fit TensorFlow's
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SetupError(f"importing the libraries failed ({first_line}): reinstall them with "
-                         "`pip install -r requirements.txt` in a fresh virtual environment") from None
+        raise SetupError(f"importing the libraries failed ({first_line}): {REINSTALL_ADVICE}") from None
 
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist"
@@ -405,7 +409,7 @@ def numpy_contents(path, raw, kind):
     """The array of an .npy file or the archive of an .npz, read from its bytes `raw`; nothing is ever unpickled."""
     if raw.startswith(b"\x1f\x8b"):
         raise DataError(f"{path}: {gzipped_contents(raw)}")
-    if not raw.startswith(b"\x93NUMPY") and not zipfile.is_zipfile(io.BytesIO(raw)):
+    if not raw.startswith((b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")):  # numpy's own test of the two
         raise DataError(f"{path}: not a {kind}")  # np.load would take it for a pickle
     try:
         loaded = np.load(io.BytesIO(raw), allow_pickle=False)
@@ -425,7 +429,8 @@ def archived_arrays(path, archive, names):
     arrays = {name: archive[name] for name in names}
     not_arrays = [name for name, value in arrays.items() if not isinstance(value, np.ndarray)]
     if not_arrays:  # numpy hands back the raw bytes of a member that is not a .npy file
-        raise DataError(f"{path}: {', '.join(not_arrays)} not saved as numpy arrays (.npy members)")
+        saved = "a numpy array (.npy member)" if len(not_arrays) == 1 else "numpy arrays (.npy members)"
+        raise DataError(f"{path}: {', '.join(not_arrays)} not saved as {saved}")
     return arrays
 
 
@@ -1026,7 +1031,8 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
 def sigterm_as_ctrl_c():
     """Let SIGTERM (`timeout`, `kill`, `docker stop`, a job scheduler) stop the run as Ctrl-C does, keeping finished
     work and leaving no temporary file, where it would otherwise end the process at once; set back after."""
-    default = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # not where it is ignored, or someone else's
+    # not where it is ignored or someone else's, nor in a thread, where signals cannot be handled
+    default = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if default:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -1410,7 +1416,7 @@ def save_model(model, path):
 WORKING_SIDE = 1024  # longer side, in pixels, at which a picture is searched for its digit
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif",
                     ".hif", ".avif", ".pgm", ".ppm", ".pbm", ".pnm")  # .jfif: Windows' downloads; .pgm: Linux's scans
-PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PGM"  # the suffixes' formats, for people
+PICTURE_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PNM"  # the suffixes' formats, for people
 MNIST_STROKE = 2.5  # median stroke width of MNIST's digits, in pixels of their 20x20 box (1.9-3.6 for 80 %)
 
 
@@ -1982,23 +1988,27 @@ def prepared_picture(path, error):
 
 
 # Prepared pictures are classified together, up to this many, or as many as were prepared in a second (a
-# phone photo takes half of one): a folder's answers show as they come.
+# phone photo takes most of one): a folder's answers show about once a second, or after each slower picture.
 PREDICT_CHUNK = 64
 PREDICT_SECONDS = 1.0
 
 
 def print_answers(model, prepared, shift_average):
-    """Classify prepared pictures; print `PATH: DIGIT (confidence C)` or an error line for each, in order; count
-    the errors."""
+    """Classify prepared pictures; print `PATH: DIGIT (confidence C)` or an error line for each, in order, taking
+    it off the list once printed (what Ctrl-C leaves there is still to answer); count the errors."""
     digits = [digit for _, digit, error in prepared if error is None]
     answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
-    for path, _, error in prepared:
+    failures = 0
+    while prepared:
+        path, _, error = prepared[0]
         if error is not None:
             print(f"{printable(path)}: error: {error}", file=sys.stderr, flush=True)
+            failures += 1
         else:
             row = next(answers)
             print(f"{printable(path)}: {row.argmax()} (confidence {row.max():.2f})", flush=True)
-    return sum(error is not None for _, _, error in prepared)
+        prepared.pop(0)
+    return failures
 
 
 def predict_drawings(model, paths, shift_average=True):
@@ -2010,13 +2020,12 @@ def predict_drawings(model, paths, shift_average=True):
         for path, error in listed_pictures(paths):
             prepared.append(prepared_picture(path, error))
             if len(prepared) == PREDICT_CHUNK or time.monotonic() - since >= PREDICT_SECONDS:
-                chunk, prepared = prepared, []  # each answered once, whenever Ctrl-C comes
-                failures += print_answers(model, chunk, shift_average)
+                failures += print_answers(model, prepared, shift_average)
                 since = time.monotonic()
-    except KeyboardInterrupt:
+        return failures + print_answers(model, prepared, shift_average)
+    except KeyboardInterrupt:  # those prepared and not yet printed are answered (classified again if need be)
         print_answers(model, prepared, shift_average)
         raise
-    return failures + print_answers(model, prepared, shift_average)
 
 
 def printable(text):

@@ -138,10 +138,25 @@ def test_a_cpu_without_avx_is_refused_before_tensorflow_loads(monkeypatch):  # w
     assert not analysis.cpu_lacks_avx()
 
 
-def test_a_shell_without_the_libraries_gets_one_line_saying_what_to_do():
+def test_a_shell_without_the_libraries_gets_one_line_saying_what_to_do(tmp_path):
     result = run_cli("--help", flags=("-S",))  # no site-packages: what a shell whose venv is not active finds
     assert result.returncode == 1 and result.stdout == ""
     assert re.fullmatch(rf"error: No module named '\w+': {re.escape(analysis.INSTALL_ADVICE)}\n", result.stderr)
+    (tmp_path / "numpy").mkdir()  # a broken install, which raises as numpy does where its C extensions fail
+    (tmp_path / "numpy" / "__init__.py").write_text(
+        "raise ImportError('\\n\\nIMPORTANT: PLEASE READ THIS FOR ADVICE\\nImporting the numpy C-extensions failed.')")
+    result = run_cli("--help", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1 and result.stderr == (
+        f"error: importing numpy and Pillow failed (IMPORTANT: PLEASE READ THIS FOR ADVICE): {analysis.REINSTALL_ADVICE}\n")
+
+
+def test_main_runs_in_a_thread_where_signals_cannot_be_handled(tmp_path):
+    statuses = []
+    worker = threading.Thread(target=lambda: statuses.append(
+        run_main(["--predict", tmp_path / "a.png", "--model", tmp_path / "none.keras"])))
+    worker.start()
+    worker.join(timeout=60)
+    assert statuses and statuses[0][0] == 1 and "none.keras: no such file" in statuses[0][2]
 
 
 def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeypatch):

@@ -115,7 +115,7 @@ def npy_bytes(header, data=b""):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("x_train", b"raw bytes, no .npy header", "x_train not saved as numpy arrays"),
+    ("x_train", b"raw bytes, no .npy header", r"x_train not saved as a numpy array \(.npy member\)$"),
     ("x_train.npy", npy_bytes({"descr": "|u1", "fortran_order": False, "shape": (60, 28, 28)}, bytes(100)),
      "not a readable .npz archive .*EOF"),  # cut short
     ("x_train.npy", npy_bytes({"descr": "|u1", "fortran_order": False, "shape": (10**15, 28, 28)}),
@@ -447,6 +447,7 @@ def saved_array(array):
     ("y_train", "y_train.npy", lambda a: saved_array(np.array([{"label": 1}])), "y_train.npy: refused: .*allow_pickle"),
     ("x_train", "x_train.npy", lambda a: saved_array(a["x_train"])[:200], "x_train.npy: not a readable numpy file"),
     ("x_train", "x_train.npy", lambda a: b"0,0,0\n" * 60, "x_train.npy: not a numpy file$"),  # not read as a pickle
+    ("x_train", "x_train.npy", lambda a: b"junk" + npz_bytes({"x": a["x_train"]}), "x_train.npy: not a numpy file$"),
     ("y_test", "y_test.npy", lambda a: gzip.compress(saved_array(a["y_test"])),
      r"y_test.npy: a gzipped numpy array: decompress it first \(gunzip\)$"),
 ])

@@ -579,6 +579,24 @@ def test_ctrl_c_stops_after_answering_the_pictures_prepared(tmp_path, mnist, mon
     assert_answered_in_order(both.getvalue().splitlines(), tmp_path, "ab")
 
 
+def test_ctrl_c_while_classifying_still_answers_every_picture_prepared(tmp_path, mnist, monkeypatch):
+    model = pictures_and_non_pictures(tmp_path, mnist)
+    predict_views, calls = analysis.predict_views, []
+
+    def ctrl_c_on_the_first_call(*args):  # as held_predict raises it, once the running batch ends
+        calls.append(len(args[1]))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return predict_views(*args)
+
+    monkeypatch.setattr(analysis, "predict_views", ctrl_c_on_the_first_call)
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both), pytest.raises(KeyboardInterrupt):
+        analysis.predict_drawings(model, [tmp_path])
+    assert_answered_in_order(both.getvalue().splitlines(), tmp_path, "abcde")
+    assert calls == [3, 3]
+
+
 def iso_media_header(brand, compatible):
     """The start of a HEIC or AVIF file: its 'ftyp' box, naming its brands."""
     body = brand + b"\0\0\0\0" + b"".join(compatible)
@@ -733,7 +751,7 @@ def test_predict_classifies_pictures_and_folders_and_reports_bad_files(trained, 
     assert script_lines(result.stderr) == [
         f"{tmp_path}/notes.png: error: not a picture (not a format Pillow reads, or empty)",
         f"{tmp_path}/blank.png: error: no digit found (the picture is blank or nearly uniform)",
-        (f"{tmp_path}/empty: error: no pictures (PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PGM files) in this folder or "
+        (f"{tmp_path}/empty: error: no pictures (PNG, JPEG, GIF, BMP, TIFF, WebP, HEIC, AVIF or PNM files) in this folder or "
         "its subfolders")]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(paths) + len(photos)
