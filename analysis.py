@@ -1236,6 +1236,15 @@ def accuracy_of(probabilities, labels):
     return float(np.mean(probabilities.argmax(1) == labels))
 
 
+def guessing_warning(accuracy, labels):
+    """The warning for a network that reads no better than one always answering the commonest digit, or None."""
+    commonest = np.bincount(labels, minlength=NUM_CLASSES).max() / len(labels)
+    if accuracy > commonest:
+        return None
+    return (f"warning: the network reads no better than always answering the commonest digit would "
+            f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high a --lr? too few images or epochs?)")
+
+
 def format_report(loss, accuracy, matrix):
     """The three results, as the original analysis printed them."""
     return f"Loss:  {loss:.4f}\nAccuracy:  {accuracy:.4f}\n{matrix}"
@@ -2305,7 +2314,10 @@ def train_and_report(args):
         report.append(printable(f"Wrote {what} to {args.output_dir}{' (a dry run)' if args.dry_run else ''}."))
     if args.dry_run:
         report.append("A dry run: these figures say nothing of how well the network reads digits.")
-    return print_report(report, failures)
+    status = print_report(report, failures)
+    if warning := guessing_warning(accuracy, y_test):
+        print(warning, file=sys.stderr)
+    return status
 
 
 def interruption_after_saving(trained, calibrated, path):

@@ -445,6 +445,16 @@ def test_a_diverging_training_fails_with_one_line_and_no_files(tmp_path, flags, 
     assert "Loss:" not in stdout and "Invalid loss" not in stdout and not out.exists()
 
 
+def test_a_training_that_learned_nothing_ends_with_a_warning():
+    status, stdout, stderr = run_main(["--epochs", "2", "--train-samples", "600", "--test-samples", "100",
+                                       "--lr", "1000", "--precision", "float32"])
+    if status == 1:  # where this CPU's arithmetic overflows: an error instead, as it should be
+        assert script_lines(stderr)[0].startswith("error: training diverged")
+    else:
+        assert status == 0 and "Accuracy:" in stdout
+        assert script_lines(stderr)[-1].startswith("warning: the network reads no better than always answering")
+
+
 def test_metrics_record_the_batch_that_ran_and_the_hint_is_not_read_as_a_flag(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     status, stdout, stderr = run_main(["--epochs", "1", "--train-samples", "300", "--test-samples", "100",

@@ -212,6 +212,13 @@ def test_views_are_predicted_and_averaged_in_log_space():
     np.testing.assert_allclose(analysis.average_views(views)[0], geometric / geometric.sum(), rtol=1e-5)
 
 
+def test_a_network_no_better_than_answering_the_commonest_digit_is_warned_of():
+    labels = np.array([3, 3, 3, 1, 7])
+    assert analysis.guessing_warning(0.8, labels) is None
+    assert analysis.guessing_warning(0.6, labels).startswith(
+        "warning: the network reads no better than always answering the commonest digit would (0.6000 against 0.6000)")
+
+
 def test_cross_entropy_of_known_probabilities():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     assert analysis.cross_entropy(probabilities, np.array([0, 1, 1])) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4])))
