@@ -300,15 +300,15 @@ def csv_files(directory):
     return complete_set(directory, found)
 
 
-def complete_set(directory, found):
-    """The files found for each part of a set (None where a part has none), if all are there; a refusal naming what
-    is missing, if only some; None, if none."""
+def complete_set(directory, found, kind="file"):
+    """The files (or folders, `kind`) found for each part of a set (None where a part has none), if all are there;
+    a refusal naming what is missing, if only some; None, if none."""
     if all(found.values()):
         return list(found.values())
     if any(found.values()):
         present = ", ".join(path.name for path in found.values() if path)
         missing = ", ".join(part for part, path in found.items() if path is None)
-        raise DataError(f"{directory}: {present}, but no {missing} file named alike")
+        raise DataError(f"{directory}: {present}, but no {missing} {kind} named alike")
     return None
 
 
@@ -462,6 +462,63 @@ def load_array_files(files):
     return arrays, sha256
 
 
+DIGIT_FOLDERS = [str(digit) for digit in range(NUM_CLASSES)]  # the names of a folder of pictures' class folders
+
+
+def picture_folders(directory):
+    """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
+    ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds them."""
+    folders = [path for path in sorted(directory.iterdir()) if path.is_dir() and not path.name.startswith(".")]
+    found = {part: the_one(directory, [folder for folder in folders if digit_folders(folder)
+                                       and set(re.split(r"[^a-z0-9]+", folder.name.lower())) & SPLIT_WORDS[split]],
+                           f"{part} folder")
+             for split, part in (("train", "training"), ("t10k", "test"))}
+    return complete_set(directory, found, "folder")
+
+
+def digit_folders(folder):
+    """The subfolders of a folder named for a digit (0 to 9), in order."""
+    return [folder / name for name in DIGIT_FOLDERS if (folder / name).is_dir()]
+
+
+def load_picture_folders(folders):
+    """Load a training and a test folder of 28x28 pictures, one subfolder per digit, each labelled by its folder."""
+    arrays, sha256 = {}, {}
+    for key, folder in zip(("train", "test"), folders):
+        pictures = [(path, int(digits.name)) for digits in digit_folders(folder) for path in visible_files(digits)
+                    if path.suffix.lower() in PICTURE_SUFFIXES]
+        if not pictures:
+            raise DataError(f"{folder}: no pictures ({PICTURE_FORMATS} files) in its folders 0 to 9")
+        digest = hashlib.sha256()  # of the pictures' bytes, in the order read
+        images = np.empty((len(pictures), IMAGE_SIDE, IMAGE_SIDE), np.uint8)
+        for index, (path, _) in enumerate(pictures):
+            raw = path.read_bytes()
+            digest.update(raw)
+            images[index] = set_picture(path, raw)
+        arrays[f"x_{key}"], arrays[f"y_{key}"] = images, np.array([label for _, label in pictures])
+        sha256[folder.name] = digest.hexdigest()
+    return arrays, sha256
+
+
+def set_picture(path, raw):
+    """One of a set's pictures, from its file's bytes, as 28x28 8-bit grey (RGB made grey as Pillow does); one that
+    is not such a picture is refused, named."""
+    try:
+        with Image.open(io.BytesIO(raw)) as picture:
+            if picture.size != (IMAGE_SIDE, IMAGE_SIDE):
+                raise DataError(f"{path}: {picture.width}x{picture.height} pixels; a set's pictures must be "
+                                f"{IMAGE_SIDE}x{IMAGE_SIDE}")
+            if "A" in picture.getbands() or "transparency" in picture.info:
+                raise DataError(f"{path}: transparent; save the set's pictures without transparency")
+            if picture.mode in ("I", "F") or picture.mode.startswith("I;"):  # which convert() would clip
+                raise DataError(f"{path}: {picture.mode} pixels; save the set's pictures in 8 bits")
+            return np.asarray(picture.convert("L"))
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: {unidentified_picture(path)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # damaged
+        raise DataError(f"{path}: {unreadable_picture(path, error, decoding=True)}") from None
+
+
 def gzipped_contents(raw):
     """What a gzipped --data file holds, from its first bytes, and what to give instead."""
     try:
@@ -562,11 +619,13 @@ def standard_split(images, labels, source, split):
 
 
 def load_directory(directory, verify_pins):
-    """Load a folder of IDX files; where it has none, of a training and a test CSV file, or of four numpy arrays."""
+    """Load a folder of IDX files; where it has none, of four numpy arrays, of a training and a test CSV file, or of
+    a training and a test folder of pictures."""
     if verify_pins or holds_idx_files(directory):
         return load_idx_directory(directory, verify_pins)
     refusals = []  # of files that could be a set's, but several or too few: said where no layout fits
-    for find, load in ((array_files, load_array_files), (csv_files, load_csv_directory)):
+    for find, load in ((array_files, load_array_files), (csv_files, load_csv_directory),
+                       (picture_folders, load_picture_folders)):
         try:
             files = find(directory)
         except DataError as refusal:
@@ -583,12 +642,14 @@ def load_directory(directory, verify_pins):
         hints.append(f"one of its folders ({', '.join(folders[:4])})")
     hint = f" (give {', or '.join(hints)}?)" if hints else ""
     raise DataError(f"{directory}: no data found: expected the four IDX files of MNIST's layout "
-                    "(train-images-idx3-ubyte ...), a training and a test CSV file, or four numpy arrays "
-                    f"(x_train.npy, y_train.npy, x_test.npy, y_test.npy){hint}")
+                    "(train-images-idx3-ubyte ...), a training and a test CSV file, four numpy arrays "
+                    "(x_train.npy, y_train.npy, x_test.npy, y_test.npy), or a training and a test folder of "
+                    f"pictures in folders 0 to 9 (training/0/1.png ...){hint}")
 
 
 def load_data(path=None):
-    """Load a dataset from a folder (IDX, CSV or numpy files) or a .npz; the bundled, pin-checked MNIST by default."""
+    """Load a dataset from a folder (IDX, CSV, numpy or picture files) or a .npz; the bundled, pin-checked MNIST by
+    default."""
     path = Path(path) if path else BUNDLED_DATA
     bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link to a shared copy
     if path.is_dir():
@@ -2154,7 +2215,8 @@ def parse_args(argv):
         help="compile the training step with XLA (default: on with a GPU, off on the CPU, where it is slower)")
     add("--no-accel", action="store_true", help="train (or predict) on the CPU even where TensorFlow sees a GPU")
     add("--data", type=path, metavar="PATH",
-        help="a folder of IDX, CSV or numpy files, or a Keras-layout .npz (default: the bundled MNIST, pins checked)")
+        help="a folder of IDX, CSV or numpy files or of folders of pictures (training/0/1.png ...), or a "
+             "Keras-layout .npz (default: the bundled MNIST, pins checked)")
     add("--train-samples", type=positive_int, metavar="N",
         help="use a seeded random subset of N training images (default: all)")
     add("--test-samples", type=positive_int, metavar="N",

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import idx_bytes, synthetic_arrays, write_idx_dir
+from PIL import Image
 
 import analysis
 
@@ -464,12 +465,14 @@ def test_a_folder_without_a_dataset_says_what_it_takes(tmp_path):
     (tmp_path / "notes.txt").write_text("no data here")
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # which begins as IDX files do
     with pytest.raises(analysis.DataError, match=r"no data found: expected the four IDX files of MNIST's layout "
-                                                 r"\(train-images-idx3-ubyte ...\), a training and a test CSV file, or "
-                                                 r"four numpy arrays \(x_train.npy, y_train.npy, x_test.npy, y_test.npy\)$"):
+                                                 r"\(train-images-idx3-ubyte ...\), a training and a test CSV file, "
+                                                 r"four numpy arrays \(x_train.npy, y_train.npy, x_test.npy, y_test.npy\), "
+                                                 r"or a training and a test folder of pictures in folders 0 to 9 "
+                                                 r"\(training/0/1.png ...\)$"):
         analysis.load_data(tmp_path)
     np.savez(tmp_path / "mnist.npz", **synthetic_arrays())  # as ~/.keras/datasets holds it
     (tmp_path / "raw").mkdir()  # as torchvision keeps its files
-    with pytest.raises(analysis.DataError, match=r"y_test.npy\) \(give mnist.npz itself, or one of its folders \(raw\)\?\)$"):
+    with pytest.raises(analysis.DataError, match=r"\(training/0/1.png ...\) \(give mnist.npz itself, or one of its folders \(raw\)\?\)$"):
         analysis.load_data(tmp_path)
 
 
@@ -592,3 +595,76 @@ def test_holdout_is_disjoint_and_covers_the_training_set():
     assert len(val_y) == 10 and len(fit_y) == 90
     assert sorted(np.concatenate([fit_y, val_y])) == list(range(100))
     np.testing.assert_array_equal(fit_x[:, 0], fit_y)
+
+
+def write_picture_dirs(directory, arrays, names=("training", "testing"), suffix=".png"):
+    """A folder of a training and a test folder of the arrays' images as pictures, one subfolder per digit."""
+    for name, key in zip(names, ("train", "test")):
+        for index, (image, label) in enumerate(zip(arrays[f"x_{key}"], arrays[f"y_{key}"])):
+            (directory / name / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(directory / name / str(label) / f"{index:05}{suffix}")
+    return directory
+
+
+def by_label(arrays):
+    """The arrays, each set's images in the order of their labels (and, within one, as they were)."""
+    ordered = {}
+    for key in ("train", "test"):
+        order = np.argsort(arrays[f"y_{key}"], kind="stable")
+        ordered[f"x_{key}"], ordered[f"y_{key}"] = arrays[f"x_{key}"][order], arrays[f"y_{key}"][order]
+    return ordered
+
+
+@pytest.mark.parametrize("names", [("training", "testing"), ("train", "test"), ("mnist_train", "mnist_test")])
+def test_a_folder_of_pictures_in_folders_by_digit_is_read_labelled_by_folder(tmp_path, names):
+    arrays = synthetic_arrays()
+    write_picture_dirs(tmp_path, arrays, names)
+    (tmp_path / names[0] / "3" / "notes.txt").write_text("not a picture")  # skipped, as hidden files are
+    (tmp_path / names[0] / "3" / ".hidden.png").write_bytes(b"")
+    (tmp_path / "README.md").write_text("a note beside the folders")
+    data = analysis.load_data(tmp_path)
+    assert_holds(data, by_label(arrays))
+    assert sorted(data.sha256) == sorted(names)
+
+
+def test_pictures_of_a_set_in_rgb_or_jpeg_are_read_grey(tmp_path):
+    arrays = synthetic_arrays()
+    arrays["x_train"][:] = arrays["x_train"] // 64 * 64  # flat tones, which JPEG keeps nearly exact
+    write_picture_dirs(tmp_path, arrays)
+    red = np.zeros((28, 28, 3), np.uint8)
+    red[..., 0] = 200
+    Image.fromarray(red).save(tmp_path / "training" / "0" / "00000.png")
+    Image.fromarray(arrays["x_test"][1]).save(tmp_path / "testing" / "1" / "00001.png")
+    Image.fromarray(arrays["x_test"][1]).save(tmp_path / "testing" / "1" / "00001.jpg", quality=100)
+    data = analysis.load_data(tmp_path)
+    assert data.x_train[0].max() == data.x_train[0].min() == 60  # 200 x 0.299, as Pillow makes red grey
+    ones = data.x_test[data.y_test == 1]
+    assert len(ones) == 3 and np.abs(ones[1].astype(int) - ones[0]).max() <= 8  # the JPEG beside its PNG
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda path: Image.new("L", (32, 32)).save(path), r"00003.png: 32x32 pixels; a set's pictures must be 28x28$"),
+    (lambda path: Image.new("LA", (28, 28)).save(path), r"00003.png: transparent; save the set's pictures without"),
+    (lambda path: Image.fromarray(np.zeros((28, 28), np.uint16)).save(path), r"00003.png: I(;16)? pixels; save the set's"),  # I: Pillow 10's
+    (lambda path: path.write_text("not a picture"), r"00003.png: not a picture \(not a format Pillow reads"),
+    (lambda path: path.write_bytes(path.read_bytes()[:60]), r"00003.png: not a readable picture"),
+])
+def test_a_picture_of_a_set_that_is_not_28x28_grey_is_refused_named(tmp_path, spoil, message):
+    write_picture_dirs(tmp_path, synthetic_arrays())
+    spoil(tmp_path / "testing" / "3" / "00003.png")
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path)
+
+
+def test_folders_of_pictures_that_are_not_one_set_are_refused_saying_why(tmp_path):
+    write_picture_dirs(tmp_path, synthetic_arrays(), names=("train", "val"))
+    with pytest.raises(analysis.DataError, match=r"train, but no test folder named alike$"):
+        analysis.load_data(tmp_path)
+    write_picture_dirs(tmp_path, synthetic_arrays(), names=("training", "test"))
+    with pytest.raises(analysis.DataError, match=r"which of train, training is the training folder\?"):
+        analysis.load_data(tmp_path)
+    shutil.rmtree(tmp_path / "train")
+    for picture in (tmp_path / "test").rglob("*.png"):
+        picture.rename(picture.with_suffix(".txt"))
+    with pytest.raises(analysis.DataError, match=r"test: no pictures \(PNG, JPEG, .*\) in its folders 0 to 9$"):
+        analysis.load_data(tmp_path)
