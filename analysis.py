@@ -226,10 +226,15 @@ def visible_files(directory):
     return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file())
 
 
+def name_words(path):
+    """The words of a file's or folder's name, in lower case: mnist_train.csv, trainingSet give train, training."""
+    return set(re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", path.name).lower()))
+
+
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return [path for path in visible_files(directory)
-            if (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
+            if (words := name_words(path)) & SPLIT_WORDS[split]
             and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes)]
 
 
@@ -304,6 +309,9 @@ def complete_set(directory, found, kind="file"):
     """The files (or folders, `kind`) found for each part of a set (None where a part has none), if all are there;
     a refusal naming what is missing, if only some; None, if none."""
     if all(found.values()):
+        if len(set(found.values())) < len(found):  # train_test.csv, named for both
+            twice = next(path for path in found.values() if list(found.values()).count(path) > 1)
+            raise DataError(f"{directory}: {twice.name} is named for both the training and the test set: which is it?")
         return list(found.values())
     if any(found.values()):
         present = ", ".join(path.name for path in found.values() if path)
@@ -396,6 +404,9 @@ def load_npz(path):
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         missing = [key for key in IDX_NAMES if key not in archive.files]
+        if missing and not any(name.endswith(".npy") for name in archive.zip.namelist()):
+            raise DataError(f"{path}: a zip archive of other files than numpy arrays: extract it (unzip FILE) and "
+                            "give the folder it makes")
         if missing:
             held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
                 if archive.files else "it is empty"
@@ -467,18 +478,37 @@ DIGIT_FOLDERS = [str(digit) for digit in range(NUM_CLASSES)]  # the names of a f
 
 def picture_folders(directory):
     """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
-    ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds them."""
-    folders = [path for path in sorted(directory.iterdir()) if path.is_dir() and not path.name.startswith(".")]
-    found = {part: the_one(directory, [folder for folder in folders if digit_folders(folder)
-                                       and set(re.split(r"[^a-z0-9]+", folder.name.lower())) & SPLIT_WORDS[split]],
-                           f"{part} folder")
+    ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
+    folders; refused, saying why, where those are not one such set."""
+    named = {split: [folder for folder in visible_folders(directory) if name_words(folder) & SPLIT_WORDS[split]]
+             for split in SPLIT_WORDS}
+    if not any(visible_folders(folder) for folders in named.values() for folder in folders):
+        return None
+    found = {part: the_one(directory, named[split], f"{part} folder")
              for split, part in (("train", "training"), ("t10k", "test"))}
-    return complete_set(directory, found, "folder")
+    folders = complete_set(directory, found, "folder")
+    for folder in folders:
+        others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
+        loose = [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
+        if others or loose or not digit_folders(folder):
+            what = (f"folders {', '.join(others[:4])}{' ...' if len(others) > 4 else ''} are not named 0 to 9"
+                    if others else f"pictures {', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''} are in no "
+                    "folder 0 to 9" if loose else "no folders 0 to 9 in it")
+            raise DataError(f"{folder}: {what}: a set's pictures go in one folder per digit, named for it")
+    return folders
+
+
+def visible_folders(directory):
+    """The folders in a folder, without the hidden ones; none where it cannot be listed."""
+    try:
+        return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and os.path.isdir(path))
+    except OSError:
+        return []
 
 
 def digit_folders(folder):
     """The subfolders of a folder named for a digit (0 to 9), in order."""
-    return [folder / name for name in DIGIT_FOLDERS if (folder / name).is_dir()]
+    return [folder / name for name in DIGIT_FOLDERS if os.path.isdir(folder / name)]
 
 
 def load_picture_folders(folders):
@@ -489,30 +519,40 @@ def load_picture_folders(folders):
                     if path.suffix.lower() in PICTURE_SUFFIXES]
         if not pictures:
             raise DataError(f"{folder}: no pictures ({PICTURE_FORMATS} files) in its folders 0 to 9")
-        digest = hashlib.sha256()  # of the pictures' bytes, in the order read
+        digest = hashlib.sha256()  # of each picture's label, name and bytes, in the order read
         images = np.empty((len(pictures), IMAGE_SIDE, IMAGE_SIDE), np.uint8)
-        for index, (path, _) in enumerate(pictures):
+        for index, (path, label) in enumerate(pictures):
             raw = path.read_bytes()
-            digest.update(raw)
+            digest.update(f"{label}/{path.name}\0{len(raw)}\0".encode(errors="surrogateescape") + raw)
             images[index] = set_picture(path, raw)
         arrays[f"x_{key}"], arrays[f"y_{key}"] = images, np.array([label for _, label in pictures])
         sha256[folder.name] = digest.hexdigest()
     return arrays, sha256
 
 
+WIDE_MODES = {"I": "32-bit", "F": "floating-point"}  # Pillow's modes of pixels wider than 8 bits, I;16 aside
+
+
 def set_picture(path, raw):
     """One of a set's pictures, from its file's bytes, as 28x28 8-bit grey (RGB made grey as Pillow does); one that
     is not such a picture is refused, named."""
     try:
-        with Image.open(io.BytesIO(raw)) as picture:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below as not 28x28
+            picture = Image.open(io.BytesIO(raw))
+        with picture:
             if picture.size != (IMAGE_SIDE, IMAGE_SIDE):
                 raise DataError(f"{path}: {picture.width}x{picture.height} pixels; a set's pictures must be "
                                 f"{IMAGE_SIDE}x{IMAGE_SIDE}")
             if "A" in picture.getbands() or "transparency" in picture.info:
                 raise DataError(f"{path}: transparent; save the set's pictures without transparency")
-            if picture.mode in ("I", "F") or picture.mode.startswith("I;"):  # which convert() would clip
-                raise DataError(f"{path}: {picture.mode} pixels; save the set's pictures in 8 bits")
+            if picture.mode in WIDE_MODES or picture.mode.startswith("I;"):  # which convert() would clip
+                bits = WIDE_MODES.get(picture.mode, "16-bit")
+                raise DataError(f"{path}: {bits} pixels; save the set's pictures in 8 bits")
             return np.asarray(picture.convert("L"))
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; a set's pictures must be "
+                        f"{IMAGE_SIDE}x{IMAGE_SIDE}") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: {unidentified_picture(path)}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # damaged
@@ -635,6 +675,9 @@ def load_directory(directory, verify_pins):
             return load(files)
     if refusals:
         raise refusals[0]
+    if digit_folders(directory):
+        raise DataError(f"{directory}: folders 0 to 9 of one set: give the folder that holds its training and its "
+                        "test folder")
     hints = []  # where the data may be instead: an archive in the folder (~/.keras/datasets), a folder in it (raw/)
     if archives := [path.name for path in visible_files(directory) if path.suffix.lower() == ".npz"]:
         hints.append(f"{' or '.join(archives[:3])} itself")

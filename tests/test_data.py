@@ -615,7 +615,8 @@ def by_label(arrays):
     return ordered
 
 
-@pytest.mark.parametrize("names", [("training", "testing"), ("train", "test"), ("mnist_train", "mnist_test")])
+@pytest.mark.parametrize("names", [("training", "testing"), ("train", "test"), ("mnist_train", "mnist_test"),
+                                   ("trainingSet", "testSet")])
 def test_a_folder_of_pictures_in_folders_by_digit_is_read_labelled_by_folder(tmp_path, names):
     arrays = synthetic_arrays()
     write_picture_dirs(tmp_path, arrays, names)
@@ -645,7 +646,7 @@ def test_pictures_of_a_set_in_rgb_or_jpeg_are_read_grey(tmp_path):
 @pytest.mark.parametrize("spoil, message", [
     (lambda path: Image.new("L", (32, 32)).save(path), r"00003.png: 32x32 pixels; a set's pictures must be 28x28$"),
     (lambda path: Image.new("LA", (28, 28)).save(path), r"00003.png: transparent; save the set's pictures without"),
-    (lambda path: Image.fromarray(np.zeros((28, 28), np.uint16)).save(path), r"00003.png: I(;16)? pixels; save the set's"),  # I: Pillow 10's
+    (lambda path: Image.fromarray(np.zeros((28, 28), np.uint16)).save(path), r"00003.png: (16|32)-bit pixels; save the set's"),  # 32: Pillow 10
     (lambda path: path.write_text("not a picture"), r"00003.png: not a picture \(not a format Pillow reads"),
     (lambda path: path.write_bytes(path.read_bytes()[:60]), r"00003.png: not a readable picture"),
 ])
@@ -656,7 +657,52 @@ def test_a_picture_of_a_set_that_is_not_28x28_grey_is_refused_named(tmp_path, sp
         analysis.load_data(tmp_path)
 
 
+def test_a_picture_too_large_for_pillow_is_refused_in_one_line(tmp_path, monkeypatch):
+    write_picture_dirs(tmp_path, synthetic_arrays())
+    Image.new("L", (32, 32)).save(tmp_path / "testing" / "3" / "00003.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # twice it, 800, passes 28x28 and not 32x32, as 15000x15000
+    # passes Pillow's own limit
+    with pytest.raises(analysis.DataError, match=r"00003.png: over 800 pixels; a set's pictures must be 28x28$"):
+        analysis.load_data(tmp_path)
+
+
+def test_a_set_of_pictures_relabelled_is_not_the_same_set(tmp_path):
+    write_picture_dirs(tmp_path, synthetic_arrays())
+    before = analysis.load_data(tmp_path).sha256
+    (tmp_path / "training" / "3" / "00003.png").rename(tmp_path / "training" / "4" / "00003.png")  # read in its place
+    after = analysis.load_data(tmp_path)
+    assert after.sha256["training"] != before["training"] and after.sha256["testing"] == before["testing"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda root: (root / "testing" / "3" / "00003.png").rename(root / "testing" / "00003.png"),
+     r"testing: pictures 00003.png are in no folder 0 to 9: a set's pictures go in one folder per digit, named for it$"),
+    (lambda root: (root / "training" / "7").rename(root / "training" / "seven"),
+     r"training: folders seven are not named 0 to 9: a set's pictures go"),
+    (lambda root: [(root / "testing" / str(digit)).rename(root / "testing" / f"digit_{digit}") for digit in range(10)],
+     r"testing: folders digit_0, digit_1, digit_2, digit_3 ... are not named 0 to 9"),
+    (lambda root: [shutil.rmtree(root / "testing"), (root / "testing").mkdir(),
+                   (root / "testing" / "unlabelled").mkdir()], r"testing: folders unlabelled are not named 0 to 9"),
+])
+def test_pictures_outside_folders_named_for_digits_are_refused_not_dropped(tmp_path, change, message):
+    write_picture_dirs(tmp_path, synthetic_arrays())
+    change(tmp_path)
+    with pytest.raises(analysis.DataError, match=message):
+        analysis.load_data(tmp_path)
+
+
 def test_folders_of_pictures_that_are_not_one_set_are_refused_saying_why(tmp_path):
+    write_picture_dirs(tmp_path / "one", synthetic_arrays(), names=("train_test", "other"))
+    with pytest.raises(analysis.DataError, match=r"one: train_test is named for both the training and the test set"):
+        analysis.load_data(tmp_path / "one")
+    with pytest.raises(analysis.DataError, match=r"one/train_test: folders 0 to 9 of one set: give the folder that "
+                                                 r"holds its training and its test folder$"):
+        analysis.load_data(tmp_path / "one" / "train_test")
+    shutil.make_archive(tmp_path / "pictures", "zip", tmp_path / "one")  # as such sets are downloaded
+    with pytest.raises(analysis.DataError, match=r"pictures.zip: a zip archive of other files than numpy arrays: "
+                                                 r"extract it \(unzip FILE\) and give the folder it makes$"):
+        analysis.load_data(tmp_path / "pictures.zip")
+    shutil.rmtree(tmp_path / "one")
     write_picture_dirs(tmp_path, synthetic_arrays(), names=("train", "val"))
     with pytest.raises(analysis.DataError, match=r"train, but no test folder named alike$"):
         analysis.load_data(tmp_path)
