@@ -490,11 +490,15 @@ def picture_folders(directory):
     for folder in folders:
         others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
         loose = [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
-        if others or loose or not digit_folders(folder):
-            what = (f"folders {', '.join(others[:4])}{' ...' if len(others) > 4 else ''} are not named 0 to 9"
-                    if others else f"pictures {', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''} are in no "
-                    "folder 0 to 9" if loose else "no folders 0 to 9 in it")
-            raise DataError(f"{folder}: {what}: a set's pictures go in one folder per digit, named for it")
+        if others:
+            what = f"folders {', '.join(others[:4])}{' ...' if len(others) > 4 else ''} are not named 0 to 9"
+        elif loose:
+            what = f"pictures {', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''} are in no folder 0 to 9"
+        elif not digit_folders(folder):
+            what = "no folders 0 to 9 in it"
+        else:
+            continue
+        raise DataError(f"{folder}: {what}: a set's pictures go in one folder per digit, named for it")
     return folders
 
 
@@ -1136,7 +1140,8 @@ def sigterm_as_ctrl_c():
     """Let SIGTERM (`timeout`, `kill`, `docker stop`, a job scheduler) stop the run as Ctrl-C does, keeping finished
     work and leaving no temporary file, where it would otherwise end the process at once; set back after."""
     # not where it is ignored or someone else's, nor in a thread, where signals cannot be handled
-    default = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    default = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
     if default:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -1148,7 +1153,8 @@ def sigterm_as_ctrl_c():
 
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that tells whether it came. A second stops at once."""
+    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that tells whether one came. A second stops
+    at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -1157,7 +1163,8 @@ def ctrl_c_held():
         pressed.append(signum)
 
     # only where Python's own Ctrl-C handler is set, not where the signal is ignored or someone else's
-    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is signal.default_int_handler]
+    held = [number for number in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(number) is signal.default_int_handler]
     for number in held:
         signal.signal(number, hold)
     try:
@@ -1346,7 +1353,8 @@ def guessing_warning(accuracy, labels):
     if accuracy > commonest:
         return None
     return (f"warning: the network reads no better than always answering the commonest digit would "
-            f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high a --lr? too few images or epochs?)")
+            f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high a --lr? too few images or "
+            "epochs?)")
 
 
 def format_report(loss, accuracy, matrix):
@@ -2533,6 +2541,21 @@ def closed_streams_to_devnull():
         setattr(sys, name, stream)
 
 
+def check_paths(args):
+    """Refuse, in the first second, an output path that cannot be written or an input path that is not there."""
+    for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES), (args.save_model, "--save-model", None)):
+        if output:
+            check_writable(output, what, files)
+    for given, what in ((args.data, "--data"), (args.model, "--model")):
+        try:
+            if given:
+                given.stat()  # not exists(), which takes a loop of links for a missing file
+        except FileNotFoundError:
+            raise DataError(f"{given}: no such file or directory ({what})") from None
+        except OSError as error:  # in a folder that cannot be entered, or a loop of links
+            raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
+
+
 def main(argv=None):
     """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C or SIGTERM, 141 closed pipe),
     or exit with 2 on a usage error."""
@@ -2542,18 +2565,7 @@ def main(argv=None):
         sys.stdout.reconfigure(errors="backslashreplace")
     with sigterm_as_ctrl_c():
         try:
-            for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES),
-                                        (args.save_model, "--save-model", None)):
-                if output:
-                    check_writable(output, what, files)
-            for given, what in ((args.data, "--data"), (args.model, "--model")):
-                try:
-                    if given:
-                        given.stat()  # not exists(), which takes a loop of links for a missing file
-                except FileNotFoundError:
-                    raise DataError(f"{given}: no such file or directory ({what})") from None
-                except OSError as error:  # in a folder that cannot be entered, or a loop of links
-                    raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
+            check_paths(args)
             if not args.predict and surely_on_the_cpu(args.no_accel):
                 pick_precision(args.precision)  # refuse a precision this CPU lacks before TensorFlow's seconds of import
             import_libraries()
