@@ -226,15 +226,10 @@ def visible_files(directory):
     return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file())
 
 
-def name_words(path):
-    """The words of a file's or folder's name, in lower case: mnist_train.csv, trainingSet give train, training."""
-    return set(re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", path.name).lower()))
-
-
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return [path for path in visible_files(directory)
-            if (words := name_words(path)) & SPLIT_WORDS[split]
+            if (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
             and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes)]
 
 
@@ -242,7 +237,7 @@ def the_one(directory, candidates, what):
     """The one file among `candidates`, or None if there is none; several are refused, named."""
     if len(candidates) > 1:
         raise DataError(f"{directory}: which of {', '.join(path.name for path in candidates)} is the {what}? "
-                        "give a folder of one set's files")
+                        f"give a folder of one set's {'folders' if what.endswith('folder') else 'files'}")
     return candidates[0] if candidates else None
 
 
@@ -404,7 +399,7 @@ def load_npz(path):
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         missing = [key for key in IDX_NAMES if key not in archive.files]
-        if missing and not any(name.endswith(".npy") for name in archive.zip.namelist()):
+        if missing and archive.files and not any(name.endswith(".npy") for name in archive.zip.namelist()):
             raise DataError(f"{path}: a zip archive of other files than numpy arrays: extract it (unzip FILE) and "
                             "give the folder it makes")
         if missing:
@@ -480,7 +475,11 @@ def picture_folders(directory):
     """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
     ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
     folders; refused, saying why, where those are not one such set."""
-    named = {split: [folder for folder in visible_folders(directory) if name_words(folder) & SPLIT_WORDS[split]]
+    # folders named for a split (trainingSet too, as Kaggle names them) that hold folders or pictures
+    named = {split: [folder for folder in visible_folders(directory) if SPLIT_WORDS[split] & set(
+                     re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name).lower()))
+                     and (visible_folders(folder) or any(path.suffix.lower() in PICTURE_SUFFIXES
+                                                         for path in visible_files(folder)))]
              for split in SPLIT_WORDS}
     if not any(visible_folders(folder) for folders in named.values() for folder in folders):
         return None
@@ -491,9 +490,11 @@ def picture_folders(directory):
         others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
         loose = [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
         if others:
-            what = f"folders {', '.join(others[:4])}{' ...' if len(others) > 4 else ''} are not named 0 to 9"
+            what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
+                    f"{' ...' if len(others) > 4 else ''} not named 0 to 9")
         elif loose:
-            what = f"pictures {', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''} are in no folder 0 to 9"
+            what = (f"{'pictures' if len(loose) > 1 else 'a picture'} {', '.join(loose[:2])}"
+                    f"{' ...' if len(loose) > 2 else ''} in no folder 0 to 9")
         elif not digit_folders(folder):
             what = "no folders 0 to 9 in it"
         else:

@@ -518,6 +518,10 @@ def test_file_that_is_not_an_archive_is_refused(tmp_path):
     (tmp_path / "notes.npz").write_text("these are not arrays")
     with pytest.raises(analysis.DataError, match="not a .npz archive$"):
         analysis.load_data(tmp_path / "notes.npz")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(analysis.DataError, match=r"empty.npz: missing array\(s\) x_train, y_train, x_test, y_test "
+                                                 r"\(it is empty\)$"):
+        analysis.load_data(tmp_path / "empty.npz")
     (tmp_path / "x_train.npz").write_bytes(saved_array(synthetic_arrays()["x_train"]))  # an .npy by another name
     with pytest.raises(analysis.DataError, match="x_train.npz: one numpy array, not an archive of the four: give the "
                                                  "folder that holds them$"):
@@ -623,6 +627,9 @@ def test_a_folder_of_pictures_in_folders_by_digit_is_read_labelled_by_folder(tmp
     (tmp_path / names[0] / "3" / "notes.txt").write_text("not a picture")  # skipped, as hidden files are
     (tmp_path / names[0] / "3" / ".hidden.png").write_bytes(b"")
     (tmp_path / "README.md").write_text("a note beside the folders")
+    (tmp_path / "train_logs").mkdir()  # folders named alike that hold neither folders nor pictures
+    (tmp_path / "train_logs" / "log.txt").write_text("epoch 1")
+    (tmp_path / "test_results").mkdir()
     data = analysis.load_data(tmp_path)
     assert_holds(data, by_label(arrays))
     assert sorted(data.sha256) == sorted(names)
@@ -676,19 +683,27 @@ def test_a_set_of_pictures_relabelled_is_not_the_same_set(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda root: (root / "testing" / "3" / "00003.png").rename(root / "testing" / "00003.png"),
-     r"testing: pictures 00003.png are in no folder 0 to 9: a set's pictures go in one folder per digit, named for it$"),
+     r"testing: a picture 00003.png in no folder 0 to 9: a set's pictures go in one folder per digit, named for it$"),
     (lambda root: (root / "training" / "7").rename(root / "training" / "seven"),
-     r"training: folders seven are not named 0 to 9: a set's pictures go"),
+     r"training: a folder seven not named 0 to 9: a set's pictures go"),
     (lambda root: [(root / "testing" / str(digit)).rename(root / "testing" / f"digit_{digit}") for digit in range(10)],
-     r"testing: folders digit_0, digit_1, digit_2, digit_3 ... are not named 0 to 9"),
+     r"testing: folders digit_0, digit_1, digit_2, digit_3 ... not named 0 to 9"),
     (lambda root: [shutil.rmtree(root / "testing"), (root / "testing").mkdir(),
-                   (root / "testing" / "unlabelled").mkdir()], r"testing: folders unlabelled are not named 0 to 9"),
+                   (root / "testing" / "unlabelled").mkdir()], r"testing: a folder unlabelled not named 0 to 9"),
 ])
 def test_pictures_outside_folders_named_for_digits_are_refused_not_dropped(tmp_path, change, message):
     write_picture_dirs(tmp_path, synthetic_arrays())
     change(tmp_path)
     with pytest.raises(analysis.DataError, match=message):
         analysis.load_data(tmp_path)
+
+
+def test_a_set_beside_files_named_in_camel_case_is_read_as_before(tmp_path):
+    arrays = synthetic_arrays()
+    write_csv_dir(tmp_path / "csv", arrays)
+    (tmp_path / "csv" / "TestResults.csv").write_text("run,score\n1,0.99\n")  # not read as a test CSV file
+    (tmp_path / "csv" / "trainImages.tar.gz").write_bytes(gzip.compress(b"\x00" * 600))  # nor as an IDX file
+    assert_holds(analysis.load_data(tmp_path / "csv"), arrays)
 
 
 def test_folders_of_pictures_that_are_not_one_set_are_refused_saying_why(tmp_path):
