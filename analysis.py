@@ -475,12 +475,8 @@ def picture_folders(directory):
     """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
     ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
     folders; refused, saying why, where those are not one such set."""
-    # folders named for a split (trainingSet too, as Kaggle names them) that hold folders or pictures
-    named = {split: [folder for folder in visible_folders(directory) if SPLIT_WORDS[split] & set(
-                     re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name).lower()))
-                     and (visible_folders(folder) or any(path.suffix.lower() in PICTURE_SUFFIXES
-                                                         for path in visible_files(folder)))]
-             for split in SPLIT_WORDS}
+    named = {split: [folder for folder in visible_folders(directory) if names_split(folder, split)
+                     and (visible_folders(folder) or loose_pictures(folder))] for split in SPLIT_WORDS}
     if not any(visible_folders(folder) for folders in named.values() for folder in folders):
         return None
     found = {part: the_one(directory, named[split], f"{part} folder")
@@ -488,7 +484,7 @@ def picture_folders(directory):
     folders = complete_set(directory, found, "folder")
     for folder in folders:
         others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
-        loose = [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
+        loose = loose_pictures(folder)
         if others:
             what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
                     f"{' ...' if len(others) > 4 else ''} not named 0 to 9")
@@ -501,6 +497,17 @@ def picture_folders(directory):
             continue
         raise DataError(f"{folder}: {what}: a set's pictures go in one folder per digit, named for it")
     return folders
+
+
+def names_split(folder, split):
+    """Whether a folder's name holds a word of the split (trainingSet too, as Kaggle names its folders)."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name).lower())
+    return bool(SPLIT_WORDS[split] & set(words))
+
+
+def loose_pictures(folder):
+    """The names of the pictures in a folder itself, not in its subfolders."""
+    return [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
 
 
 def visible_folders(directory):
