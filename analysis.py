@@ -226,10 +226,15 @@ def visible_files(directory):
     return sorted(path for path in directory.iterdir() if not path.name.startswith(".") and path.is_file())
 
 
+def name_words(name):
+    """The words of a file's or folder's name, in lower case: mnist_train.csv gives mnist, train and csv."""
+    return set(re.split(r"[^a-z0-9]+", name.lower()))
+
+
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return [path for path in visible_files(directory)
-            if (words := set(re.split(r"[^a-z0-9]+", path.name.lower()))) & SPLIT_WORDS[split]
+            if (words := name_words(path.name)) & SPLIT_WORDS[split]
             and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes)]
 
 
@@ -476,7 +481,7 @@ def picture_folders(directory):
     ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
     folders; refused, saying why, where those are not one such set."""
     named = {split: [folder for folder in visible_folders(directory) if names_split(folder, split)
-                     and (visible_folders(folder) or loose_pictures(folder))] for split in SPLIT_WORDS}
+                     and (visible_folders(folder) or pictures_of(folder))] for split in SPLIT_WORDS}
     if not any(visible_folders(folder) for folders in named.values() for folder in folders):
         return None
     found = {part: the_one(directory, named[split], f"{part} folder")
@@ -484,7 +489,7 @@ def picture_folders(directory):
     folders = complete_set(directory, found, "folder")
     for folder in folders:
         others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
-        loose = loose_pictures(folder)
+        loose = [path.name for path in pictures_of(folder)]
         if others:
             what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
                     f"{' ...' if len(others) > 4 else ''} not named 0 to 9")
@@ -501,13 +506,12 @@ def picture_folders(directory):
 
 def names_split(folder, split):
     """Whether a folder's name holds a word of the split (trainingSet too, as Kaggle names its folders)."""
-    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name).lower())
-    return bool(SPLIT_WORDS[split] & set(words))
+    return bool(SPLIT_WORDS[split] & name_words(re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name)))
 
 
-def loose_pictures(folder):
-    """The names of the pictures in a folder itself, not in its subfolders."""
-    return [path.name for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
+def pictures_of(folder):
+    """The pictures in a folder itself (not in its subfolders), known by their suffix, sorted."""
+    return [path for path in visible_files(folder) if path.suffix.lower() in PICTURE_SUFFIXES]
 
 
 def visible_folders(directory):
@@ -527,8 +531,7 @@ def load_picture_folders(folders):
     """Load a training and a test folder of 28x28 pictures, one subfolder per digit, each labelled by its folder."""
     arrays, sha256 = {}, {}
     for key, folder in zip(("train", "test"), folders):
-        pictures = [(path, int(digits.name)) for digits in digit_folders(folder) for path in visible_files(digits)
-                    if path.suffix.lower() in PICTURE_SUFFIXES]
+        pictures = [(path, int(digits.name)) for digits in digit_folders(folder) for path in pictures_of(digits)]
         if not pictures:
             raise DataError(f"{folder}: no pictures ({PICTURE_FORMATS} files) in its folders 0 to 9")
         digest = hashlib.sha256()  # of each picture's label, name and bytes, in the order read
