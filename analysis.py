@@ -1146,6 +1146,23 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
     return executions * per_execution, per_execution
 
 
+INTERRUPTED_STATUS = (130, 143)  # the shell's statuses for a process that SIGINT (Ctrl-C), or SIGTERM, ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is, and told apart by its exit status."""
+
+
+def raise_terminated(signum, frame):
+    """SIGTERM's handler while main() runs."""
+    raise Terminated
+
+
+def interruption(signum):
+    """The exception that stops the run for this signal."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
     """Let SIGTERM (`timeout`, `kill`, `docker stop`, a job scheduler) stop the run as Ctrl-C does, keeping finished
@@ -1154,7 +1171,7 @@ def sigterm_as_ctrl_c():
     default = (threading.current_thread() is threading.main_thread()
                and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
     if default:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
@@ -1164,25 +1181,25 @@ def sigterm_as_ctrl_c():
 
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that tells whether one came. A second stops
-    at once."""
+    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that returns the interruption to raise once
+    one came, else None. A second stops at once."""
     pressed = []
 
     def hold(signum, frame):
         if pressed:
-            raise KeyboardInterrupt
+            raise interruption(signum)
         pressed.append(signum)
 
-    # only where Python's own Ctrl-C handler is set, not where the signal is ignored or someone else's
-    held = [number for number in (signal.SIGINT, signal.SIGTERM)
-            if signal.getsignal(number) is signal.default_int_handler]
+    # only where this script's handlers are set, not where the signal is ignored or someone else's
+    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_terminated}
+    held = [number for number, handler in own.items() if signal.getsignal(number) is handler]
     for number in held:
         signal.signal(number, hold)
     try:
-        yield lambda: bool(pressed)
+        yield lambda: interruption(pressed[0]) if pressed else None
     finally:
         for number in held:
-            signal.signal(number, signal.default_int_handler)
+            signal.signal(number, own[number])
 
 
 @contextlib.contextmanager
@@ -1194,8 +1211,8 @@ def ctrl_c_between_steps():
     last step is raised as the block ends; a second Ctrl-C stops at once."""
     with ctrl_c_held() as pressed:
         def stop_if_pressed(batch=None, logs=None):
-            if pressed():
-                raise KeyboardInterrupt
+            if interrupt := pressed():
+                raise interrupt
 
         yield keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_pressed, on_test_batch_end=stop_if_pressed,
                                              on_predict_batch_end=stop_if_pressed)
@@ -2385,9 +2402,9 @@ def train_and_report(args):
     try:
         calibrated, calibration = calibrate(model, validation, args.shift_average)
         test_views = predict_views(calibrated, x_test, args.shift_average)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if args.save_model:  # the training, the long part, is done: keep what was asked for
-            raise interruption_after_saving(model, calibrated, args.save_model) from None
+            raise interruption_after_saving(interrupt, model, calibrated, args.save_model) from None
         raise
     if not np.isfinite(test_views).all():  # without a holdout, nothing else would show it
         raise TrainingError("training diverged: the network's answers are not numbers (try a lower --lr)")
@@ -2444,16 +2461,16 @@ def train_and_report(args):
     return status
 
 
-def interruption_after_saving(trained, calibrated, path):
-    """The KeyboardInterrupt to stop with when Ctrl-C stops the calibration (`calibrated` None) or evaluation, after
-    saving the model (uncalibrated if need be) and saying so; it names a save that failed."""
+def interruption_after_saving(interrupt, trained, calibrated, path):
+    """The interruption to stop with when Ctrl-C (or SIGTERM) stops the calibration (`calibrated` None) or
+    evaluation, after saving the model (uncalibrated if need be) and saying so; it names a save that failed."""
     try:
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
-        return KeyboardInterrupt(f"the model was not saved: {error_message(error)}")
-    note = ", not calibrated (Ctrl-C came first): its confidences read low" if calibrated is None else ""
+        return type(interrupt)(f"the model was not saved: {error_message(error)}")
+    note = ", not calibrated (stopped first): its confidences read low" if calibrated is None else ""
     print(saved_model_line(path, note), flush=True)
-    return KeyboardInterrupt()
+    return type(interrupt)()
 
 
 def saved_model_line(path, note=""):
@@ -2480,8 +2497,8 @@ def write_each(writes):
             except KeyboardInterrupt as error:
                 failures.append(error)
                 break
-            if pressed():
-                failures.append(KeyboardInterrupt())
+            if interrupt := pressed():
+                failures.append(interrupt)
                 break
     return written, failures
 
@@ -2568,7 +2585,7 @@ def check_paths(args):
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C or SIGTERM, 141 closed pipe),
+    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C, 141 closed pipe, 143 SIGTERM),
     or exit with 2 on a usage error."""
     closed_streams_to_devnull()
     args, parser = parse_args(argv)
@@ -2589,8 +2606,10 @@ def main(argv=None):
                 return train_keeping_the_files(args)
             return train_and_report(args)
         except KeyboardInterrupt as interrupt:
-            print("; ".join(["error: interrupted", *map(str, interrupt.args)]), file=sys.stderr)
-            return 130  # the shell's convention for a program stopped by Ctrl-C (SIGINT), kept for SIGTERM
+            terminated = isinstance(interrupt, Terminated)
+            print("; ".join([f"error: {'terminated' if terminated else 'interrupted'}", *map(str, interrupt.args)]),
+                  file=sys.stderr)
+            return INTERRUPTED_STATUS[terminated]
         except UsageError as error:
             parser.error(printable(str(error)))  # exits with 2
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
@@ -2626,7 +2645,7 @@ def error_message(error):
 
 if __name__ == "__main__":
     status = main()
-    if status == 130:  # after Ctrl-C, skip the teardown where half-started TensorFlow objects may complain
+    if status in INTERRUPTED_STATUS:  # skip the teardown, where half-started TensorFlow objects may complain
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

@@ -647,9 +647,14 @@ def test_ctrl_c_stops_the_writes_that_are_left():
     assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
 
 
+# Ctrl-C, and `timeout`'s or a scheduler's request, with the statuses the shell gives a process either ended
+STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: terminated")]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl-C, and `timeout`'s or a scheduler's request
-def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c, stop):
+@pytest.mark.parametrize("stop, status_expected, line", STOPS)
+def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c, stop,
+                                                                   status_expected, line):
     save_model = analysis.save_model
 
     def pressed_while_saving(model, path):
@@ -660,7 +665,7 @@ def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monk
     monkeypatch.setattr(analysis, "save_model", pressed_while_saving)
     model = tmp_path / "m.keras"
     status, stdout, stderr = run_main([*SMOKE, "--save-model", model, "--output-dir", tmp_path / "out"])
-    assert status == 130 and script_lines(stderr) == ["error: interrupted"]
+    assert status == status_expected and script_lines(stderr) == [line]
     assert "Loss:" in stdout and f"Saved the model to {model}" in stdout and "Wrote" not in stdout
     assert analysis.load_trained_model(model).get_layer("temperature").scale != 1
     assert list((tmp_path / "out").glob("*")) == []
@@ -709,8 +714,8 @@ def test_an_output_path_through_a_link_loop_is_named_as_such(tmp_path, flag, pat
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path, stop):
+@pytest.mark.parametrize("stop, status, error", STOPS)
+def test_ctrl_c_during_training_exits_with_one_line_and_no_files(tmp_path, stop, status, error):
     out, temporary = tmp_path / "out", tmp_path / "tmp"
     temporary.mkdir()
     # Python's own Ctrl-C handler, set explicitly: a shell running this suite in the background ignores SIGINT
@@ -727,7 +732,7 @@ def test_ctrl_c_during_training_exits_130_with_one_line_and_no_files(tmp_path, s
             break
     process.send_signal(getattr(signal, stop))
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert script_lines(stderr) == ["error: interrupted"] and "Traceback" not in stderr
+    assert process.returncode == status
+    assert script_lines(stderr) == [error] and "Traceback" not in stderr
     assert not out.exists()
     assert list(temporary.iterdir()) == []  # nothing left in the temporary folder either
