@@ -64,6 +64,11 @@ def pictures_without_a_digit(directory):
     return paths
 
 
+def prepared_pictures(paths):
+    """Each picture in the paths prepared as --predict prepares it: (path, digit, None) or (path, None, error)."""
+    return [analysis.prepared_picture(path, error) for path, error in analysis.listed_pictures(paths)]
+
+
 def main(argv=None):
     """Run the measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,7 +97,7 @@ def main(argv=None):
         del digit
 
         paths, labels = scans_by_other_writers(folder)
-        prepared = [(path, digit) for path, digit, error in analysis.prepare_pictures(analysis.listed_pictures(paths))
+        prepared = [(path, digit) for path, digit, error in prepared_pictures(paths)
                     if error is None]
         probabilities = analysis.average_views(analysis.predict_views(model, np.stack([d for _, d in prepared])))
         predicted = dict(zip([path for path, _ in prepared], probabilities.argmax(1)))
@@ -101,7 +106,7 @@ def main(argv=None):
               f"({100 * right / len(paths):.1f} %), {len(paths) - len(prepared)} refused")
 
         blanks = pictures_without_a_digit(folder)
-        refused = sum(error is not None for _, _, error in analysis.prepare_pictures(analysis.listed_pictures(blanks)))
+        refused = sum(error is not None for _, _, error in prepared_pictures(blanks))
         print(f"pictures without a digit: {refused} of {len(blanks)} refused")
 
 

@@ -1,5 +1,6 @@
 """The command line: the smoke run end to end, usage errors, output paths, bad data, Ctrl-C."""
 
+import ast
 import contextlib
 import errno
 import gzip
@@ -736,3 +737,11 @@ def test_ctrl_c_during_training_exits_with_one_line_and_no_files(tmp_path, stop,
     assert script_lines(stderr) == [error] and "Traceback" not in stderr
     assert not out.exists()
     assert list(temporary.iterdir()) == []  # nothing left in the temporary folder either
+
+
+@pytest.mark.parametrize("script", [path for path in sorted((ROOT / "bench").glob("*.py"))
+                                    if "import analysis" in path.read_text(encoding="utf-8")], ids=lambda path: path.name)
+def test_the_benchmarks_use_only_what_the_script_has(script):  # bench/predict.py once called a function renamed since
+    used = {node.attr for node in ast.walk(ast.parse(script.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "analysis"}
+    assert used and sorted(name for name in used if not hasattr(analysis, name)) == []
