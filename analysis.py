@@ -1304,8 +1304,9 @@ def average_views(log_probabilities):
 def cross_entropy(probabilities, labels):
     """Mean cross-entropy, in nats, of the probabilities given to the true labels."""
     chosen = probabilities[np.arange(len(labels)), labels]
-    # float32 may round a sure answer's probability past 1, and -log(1) is -0.0: both printed -0.0000
-    return float(np.maximum(0.0, -np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean()))  # NaN stays NaN
+    # float32 may round a sure answer's probability past 1, and -log(1) is -0.0, which np.maximum keeps: both
+    # printed -0.0000 (adding 0.0 makes -0.0 0.0); NaN stays NaN
+    return float(np.maximum(0.0, -np.log(np.maximum(chosen, np.finfo(np.float32).tiny)).mean())) + 0.0
 
 
 def fit_temperature(logits, labels):

@@ -318,8 +318,9 @@ def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
     assert [p.name for p in (tmp_path / "new" / "folder").iterdir()] == ["m.keras"]
 
 
-def test_a_sure_answer_costs_no_negative_loss():  # float32 may round its probability past 1
-    sure = np.array([[np.nextafter(np.float32(1), np.float32(2)), 0]], np.float32)
+@pytest.mark.parametrize("probability", [np.nextafter(np.float32(1), np.float32(2)), 1])  # float32 may round past 1
+def test_a_sure_answer_costs_no_negative_loss(probability):
+    sure = np.array([[probability, 0]], np.float32)
     assert f"{analysis.cross_entropy(sure, np.array([0])):.4f}" == "0.0000"
 
 
