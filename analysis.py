@@ -294,7 +294,7 @@ def load_idx_directory(directory, verify_pins):
     return arrays, sha256
 
 
-LABEL_NAMES = {"label", "labels", "class", "target", "y", "digit"}  # what a CSV file's header may call its labels
+LABEL_NAMES = ("label", "labels", "class", "target", "y", "digit")  # what a CSV file's header may call its labels
 
 
 def csv_files(directory):
@@ -385,11 +385,28 @@ def load_csv_directory(files):
                    IMAGE_SIDE**2 + 2: " (saved with its row numbers? pandas: to_csv(path, index=False))"}
             raise DataError(f"{path}: rows of {rows.shape[1]} values; expected a label and {IMAGE_SIDE**2} "
                             f"pixels{why.get(rows.shape[1], '')}")
-        label = next((i for i, name in enumerate(names or ()) if name.lower() in LABEL_NAMES), 0)
+        label = label_column(rows, names, path)
         arrays[f"y_{key}"] = rows[:, label]
         pixels = rows[:, 1:] if label == 0 else np.delete(rows, label, axis=1)
         arrays[f"x_{key}"] = emnist_upright(pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE), path)
     return arrays, sha256
+
+
+def label_column(rows, names, path):
+    """The column of a CSV file's rows that holds the labels: the one its header names so, else the first. Refused
+    where the header's words name no column so, or, without a header, where the first column holds one value and
+    the last looks like labels: the first pixels would be taken for labels."""
+    named = [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)]
+    if named:
+        return named[0]
+    if names and not all(name.isdigit() for name in names if name):  # pandas' numbers name no column: by position
+        raise DataError(f"{path}: its header ({', '.join(names[:2])}, ...) names no column {', '.join(LABEL_NAMES[:-1])} "
+                        f"or {LABEL_NAMES[-1]}: name the labels' column label")
+    first, last = rows[:, 0], rows[:, -1]
+    if not names and (first == first[0]).all() and np.unique(last).size > 1 and np.isin(last, range(NUM_CLASSES)).all():
+        raise DataError(f"{path}: its first column holds {first[0]:g} in every row and its last looks like labels: put "
+                        "the label first, or add a header line that names its column label")
+    return 0
 
 
 def load_npz(path):

@@ -294,6 +294,36 @@ def test_a_csv_file_may_have_its_label_last_quoted_numbers_and_notes_before_its_
     assert_holds(analysis.load_data(directory), arrays)
 
 
+def label_last(arrays, key):
+    """A CSV file's rows of the arrays' `key` set with the label last."""
+    buffer = io.BytesIO()
+    np.savetxt(buffer, np.column_stack([arrays[f"x_{key}"].reshape(-1, 784), arrays[f"y_{key}"]]), fmt="%d",
+               delimiter=",")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("header, error", [
+    (b"", r"train.csv: its first column holds 0 in every row and its last looks like labels: put the label first"),
+    (",".join([*(f"pixel{i}" for i in range(784)), "category"]).encode() + b"\n",
+     r"train.csv: its header \(pixel0, pixel1, ...\) names no column label, labels, class, target, y or digit: "),
+])
+def test_labels_that_are_not_where_they_are_looked_for_are_refused_not_taken_from_the_pixels(tmp_path, header, error):
+    arrays = synthetic_arrays()
+    arrays["x_train"][:, 0, 0] = 0  # as MNIST's corner pixel is, which was read as every label, silently
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    (directory / "train.csv").write_bytes(header + label_last(arrays, "train"))
+    with pytest.raises(analysis.DataError, match=error):
+        analysis.load_data(directory)
+
+
+def test_a_label_column_named_in_other_words_is_found(tmp_path):
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"))
+    header = ",".join([*(f"px_{i}" for i in range(784)), "Digit_Label"]).encode() + b"\n"
+    (directory / "train.csv").write_bytes(header + label_last(arrays, "train"))
+    assert_holds(analysis.load_data(directory), arrays)
+
+
 @pytest.mark.parametrize("reshape", [
     lambda text: text.replace(b",", b", "),  # a space after each comma
     lambda text: WORDS_HEADER + b"\n# the rows follow\n" + text,  # a blank and a # line after the header
