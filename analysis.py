@@ -576,7 +576,8 @@ def set_picture(path, raw):
             if picture.size != (IMAGE_SIDE, IMAGE_SIDE):
                 raise DataError(f"{path}: {picture.width}x{picture.height} pixels; a set's pictures must be "
                                 f"{IMAGE_SIDE}x{IMAGE_SIDE}")
-            if "A" in picture.getbands() or "transparency" in picture.info:
+            if ("A" in picture.getbands() or "transparency" in picture.info) and \
+                    picture.convert("RGBA").getchannel("A").getextrema() != (255, 255):  # not opaque (as plt.imsave's)
                 raise DataError(f"{path}: transparent; save the set's pictures without transparency")
             if picture.mode in WIDE_MODES or picture.mode.startswith("I;"):  # which convert() would clip
                 bits = WIDE_MODES.get(picture.mode, "16-bit")

@@ -665,7 +665,7 @@ def test_a_folder_of_pictures_in_folders_by_digit_is_read_labelled_by_folder(tmp
     assert sorted(data.sha256) == sorted(names)
 
 
-def test_pictures_of_a_set_in_rgb_or_jpeg_are_read_grey(tmp_path):
+def test_pictures_of_a_set_in_rgb_rgba_or_jpeg_are_read_grey(tmp_path):
     arrays = synthetic_arrays()
     arrays["x_train"][:] = arrays["x_train"] // 64 * 64  # flat tones, which JPEG keeps nearly exact
     write_picture_dirs(tmp_path, arrays)
@@ -674,7 +674,10 @@ def test_pictures_of_a_set_in_rgb_or_jpeg_are_read_grey(tmp_path):
     Image.fromarray(red).save(tmp_path / "training" / "0" / "00000.png")
     Image.fromarray(arrays["x_test"][1]).save(tmp_path / "testing" / "1" / "00001.png")
     Image.fromarray(arrays["x_test"][1]).save(tmp_path / "testing" / "1" / "00001.jpg", quality=100)
+    Image.fromarray(arrays["x_test"][2]).convert("RGBA").save(tmp_path / "testing" / "2" / "00002.png")  # opaque,
+    # as matplotlib's imsave writes every picture
     data = analysis.load_data(tmp_path)
+    np.testing.assert_array_equal(data.x_test[data.y_test == 2][0], arrays["x_test"][2])
     assert data.x_train[0].max() == data.x_train[0].min() == 60  # 200 x 0.299, as Pillow makes red grey
     ones = data.x_test[data.y_test == 1]
     assert len(ones) == 3 and np.abs(ones[1].astype(int) - ones[0]).max() <= 8  # the JPEG beside its PNG
