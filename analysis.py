@@ -1395,13 +1395,14 @@ def accuracy_of(probabilities, labels):
 
 
 def guessing_warning(accuracy, labels):
-    """The warning for a network that reads no better than one always answering the commonest digit, or None."""
+    """The warning for a network that reads no better than one always answering the commonest digit, or None (also
+    where the test images show one digit only, which such a network would read without fault)."""
     commonest = np.bincount(labels, minlength=NUM_CLASSES).max() / len(labels)
-    if accuracy > commonest:
+    if accuracy > commonest or commonest == 1:
         return None
     return (f"warning: the network reads no better than always answering the commonest digit would "
-            f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high a --lr? too few images or "
-            "epochs?)")
+            f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high or too low a --lr? too few "
+            "images or epochs?)")
 
 
 def format_report(loss, accuracy, matrix):
