@@ -152,7 +152,7 @@ INFERENCE_BATCH = 256  # no gradients to keep, so predict in batches larger than
 CALIBRATION_BINS = 15
 LOG_TEMPERATURE_LIMIT = 3  # the calibration temperature is sought between e^-3 and e^3 (0.05 to 20)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-DRY_RUN_IMAGES = {"training": 1000, "test": 500}  # at most, in the one epoch of --dry-run
+DRY_RUN_IMAGES = {"training": 1000, "validation": 500, "test": 500}  # at most, in the one epoch of --dry-run
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB's weights in grey, as Pillow's convert("L") gives them
 LUMA_16_BITS = tuple(int(weight) for weight in np.rint(LUMA * 2**16))  # the same in 16-bit fixed point, as Pillow
 
@@ -783,6 +783,8 @@ def split_data(data, args, rng):
         test_samples = dry_run_size(test_samples, len(data.x_test), DRY_RUN_IMAGES["test"])
     train = subsample(data.x_train, data.y_train, train_samples, rng)
     fit_set, validation = split_holdout(*train, args.validation_split, rng)
+    if args.dry_run:  # a large --validation-split drew many images to leave one batch: validating them took a minute
+        validation = tuple(part[:DRY_RUN_IMAGES["validation"]] for part in validation)
     if len(fit_set[0]) == 0:
         raise UsageError("--validation-split leaves no training images")
     test = subsample(data.x_test, data.y_test, test_samples, rng)  # drawn last: it changes no training image
@@ -2325,8 +2327,8 @@ def parse_args(argv):
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
     add("--dry-run", action="store_true",
         help=f"check in seconds that a run works: one epoch (whatever --epochs says) on at most "
-             f"{DRY_RUN_IMAGES['training']:,} training images (or one batch), tested on at most "
-             f"{DRY_RUN_IMAGES['test']}; files written as asked")
+             f"{DRY_RUN_IMAGES['training']:,} training images (or one batch), validated and tested on at most "
+             f"{DRY_RUN_IMAGES['test']} each; files written as asked")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",

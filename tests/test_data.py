@@ -614,6 +614,7 @@ def test_test_subset_changes_no_training_or_validation_image():
     (["--train-samples", "300", "--test-samples", "40"], (270, 30, 40)),  # fewer, as asked
     (["--data", "small.npz"], (54, 6, 20)),  # a set smaller than that: all of it
     (["--batch-size", "1200", "--validation-split", "0.25"], (1200, 400, 500)),  # enough for one batch as asked
+    (["--validation-split", "0.9"], (128, 500, 500)),  # one batch left to train on, not 1,152 images to validate
 ])
 def test_a_dry_run_draws_a_few_images_and_trains_one_epoch(flags, sizes):
     args = analysis.parse_args(["--dry-run", "--epochs", "5", *flags])[0]
