@@ -13,6 +13,7 @@ averaged with its one-pixel shifts) and report.
 
 import argparse
 import contextlib
+import difflib
 import errno
 import faulthandler
 import functools
@@ -2338,7 +2339,9 @@ def parse_args(argv):
         help="classify pictures of digits (PNG, JPEG, ...; or every one in a folder and its subfolders) with "
              "--model, instead of training")
     add("--model", type=model_file, metavar="PATH", help="a .keras model saved by --save-model, for --predict")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{unknown_hint(parser, unknown, args.predict)}")
     if args.predict and not args.model:
         parser.error("--predict needs --model PATH (train one with --save-model PATH)")
     if args.model and not args.predict:
@@ -2360,6 +2363,18 @@ def parse_args(argv):
     if args.dry_run:
         args.epochs = 1
     return args, parser
+
+
+def unknown_hint(parser, unknown, predicting):
+    """What the first of the arguments argparse does not know may have meant: a flag like it, or --predict."""
+    word = unknown[0]
+    if word.startswith("--"):
+        flags = [flag for action in parser._actions for flag in action.option_strings]
+        return "".join(f"; did you mean {flag}?" for flag in difflib.get_close_matches(word.split("=")[0], flags, 1))
+    if Path(word).suffix.lower() in PICTURE_SUFFIXES or os.path.isdir(word):
+        return ("; pictures go straight after --predict, before the next flag" if predicting
+                else "; to classify pictures: --predict PICTURE ... --model MODEL")
+    return ""
 
 
 def check_writable(path, what, files=None):

@@ -209,7 +209,11 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--predict", "a.png", "--model", "m.keras", "--precision", "float32"], "--precision is for training runs"),
     (["--predict", "", "--model", "m.keras"], "--predict: an empty path"),
     (["--epochs", "1.5"], "--epochs: '1.5' is not a whole number"),
-    (["--epoch", "3"], "unrecognized arguments"),
+    (["--epoch", "3"], "unrecognized arguments: --epoch 3; did you mean --epochs? (see --help)"),
+    (["--batch_size=64"], "unrecognized arguments: --batch_size=64; did you mean --batch-size?"),
+    (["--seed", "1", "2"], "unrecognized arguments: 2 (see --help)"),
+    (["seven.jpg"], "unrecognized arguments: seven.jpg; to classify pictures: --predict PICTURE ... --model MODEL"),
+    (["--predict", "a.png", "--model", "m.keras", "b.PNG"], "b.PNG; pictures go straight after --predict, before"),
     (["--lr", "1e-45"], "--lr: must be from 2.9e-37 to 3.4e+38, not 1e-45"),  # the warm-up's lr/25 would be 0
 ])
 def test_bad_flags_exit_2_with_one_line(flags, message):
