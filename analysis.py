@@ -1471,8 +1471,10 @@ def write_atomically(path, write):
 
 
 def write_json(path, data):
-    """Write data as indented JSON, atomically."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    """Write data as indented JSON, each list of numbers on one line (a confusion matrix's row, a curve), atomically."""
+    text = re.sub(r"\[[^][{}\"]*\]", lambda numbers: re.sub(r"\s+", " ", numbers[0]).replace("[ ", "[").replace(" ]", "]"),
+                  json.dumps(data, indent=2))  # lists holding no list, object or text
+    write_atomically(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def save_figure(figure, path):

@@ -498,8 +498,11 @@ def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp
         and lines[-3].endswith("), a dry run's: for checking only.")
     assert lines[-2:] == [f"Wrote metrics.json and four pictures to {tmp_path} (a dry run).",
                           "A dry run: these figures say nothing of how well the network reads digits."]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    text = (tmp_path / "metrics.json").read_text()
+    metrics = json.loads(text)
     assert metrics["dry_run"] is True and metrics["epochs"] == len(metrics["history"]["training_accuracy"]) == 1
+    rows = [f"    {row}," for row in metrics["confusion_matrix"]]  # each row on a line, not each number
+    assert [line for line in text.splitlines() if line.startswith("    [")] == [*rows[:-1], rows[-1][:-1]]
     assert (tmp_path / "dry.keras").is_file()
 
 
