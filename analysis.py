@@ -2043,9 +2043,10 @@ def read_digit(gray, light):
 
     The paper's tone is taken over a window a quarter of the picture wide, or half the digit's size
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
-    enough, strokes rather than a blob, well above the noise, standing out from the paper around it
-    and darker (or lighter) than the picture as a whole, and the same when the window is twice as
-    wide: pen strokes are narrower than either window, while a shadow's soft tone changes with it."""
+    enough, strokes rather than a blob, well above the noise, standing out from the paper around it,
+    and the same when the window is twice as wide: pen strokes are narrower than either window, while
+    a shadow's soft tone changes with it. Also returned: how much darker (or lighter) than the picture
+    as a whole the strokes are, in strengths (see preprocess_drawing)."""
     window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
     ink = ink_map(gray, smooth_gray, window, light)
     strokes, core, strength, noise = locate_digit(ink)
@@ -2071,10 +2072,24 @@ def read_digit(gray, light):
     contrast = contrast_with_surroundings(gray, inkiest, strokes)
     if contrast < 0.4 * strength:
         raise DataError("no digit found (the marks do not stand out from the paper around them)")
-    if (np.median(gray[inkiest]) - np.median(gray)) * (1 if light else -1) < 0.25 * strength:
-        raise DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than the picture as a "
-                        "whole: the paper's edge, not ink?)")
-    return strokes, strength, contrast, ink
+    apart = (np.median(gray[inkiest]) - np.median(gray)) * (1 if light else -1) / strength
+    return strokes, strength, contrast, ink, apart
+
+
+def written_on_the_other(readings):
+    """Which reading (light or not) has its strokes in the holes of the other's, three times broader, or None.
+
+    A light sheet on a darker table, or a dark board on a light wall, is ink to the other reading, with
+    the digit written on it as its hole; and where the table covers most of the picture, the digit is
+    no darker than the picture as a whole. Pen strokes enclosing the paper between them (a 0's loop)
+    are the narrower ones, and a reading of the paper is not taken for the digit."""
+    for inner, outer in ((False, True), (True, False)):
+        if inner in readings and outer in readings:
+            strokes, sheet = readings[inner][0], readings[outer][0]
+            held = strokes & scipy.ndimage.binary_fill_holes(sheet) & ~sheet
+            if stroke_width(sheet) > 3 * stroke_width(strokes) and held.sum() > 0.5 * strokes.sum():
+                return inner
+    return None
 
 
 def looks_cropped_to_the_ink(gray):
@@ -2114,19 +2129,27 @@ def preprocess_drawing(gray):
     around them. Along the way the strokes are brought to
     MNIST's full white, and to its width (thin pen thickened, broad marker thinned) at four times the
     final scale."""
-    readings, refusals = [], []
+    readings, refusals = {}, {}
     for light in (False, True):
         try:
-            readings.append(read_digit(gray, light))
+            readings[light] = read_digit(gray, light)
         except DataError as refusal:
-            refusals.append(refusal)
+            refusals[light] = refusal
+    on_a_sheet = written_on_the_other(readings)
+    if on_a_sheet is not None:
+        readings = {on_a_sheet: readings[on_a_sheet]}
+    for light, reading in list(readings.items()):
+        if on_a_sheet is None and reading[4] < 0.25:  # a reading of a sheet filling most of the picture, say
+            refusals[light] = DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than "
+                                        "the picture as a whole: the paper's edge, not ink?)")
+            del readings[light]
     if not readings:
-        refusal = refusals[0]  # why the dark-ink reading, the usual one, found no digit
+        refusal = refusals.get(False, refusals.get(True))  # why the dark-ink reading, the usual one, found no digit
         if looks_cropped_to_the_ink(gray):
             raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
                             "it)") from None
         raise refusal
-    strokes, strength, _, ink = max(readings, key=lambda reading: reading[2])  # the higher contrast
+    strokes, strength, _, ink, _ = max(readings.values(), key=lambda reading: reading[2])  # the higher contrast
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)

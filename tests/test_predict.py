@@ -163,6 +163,25 @@ def ruled_page(shape, spacing, margin_column):
     return gray
 
 
+def seven_on_a_sheet(inset, table=0.15, sheet=0.9, ink=0.1):
+    """A pen 7 in the middle of a sheet lying on a table that shows `inset` of the picture's size on every side."""
+    picture = Image.new("F", (800, 600), table)
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((800 * inset, 600 * inset, 800 * (1 - inset), 600 * (1 - inset)), fill=sheet)
+    draw.line([(340, 220), (460, 220), (390, 390)], fill=ink, width=14)
+    return np.asarray(picture)
+
+
+@pytest.mark.parametrize("inset", [0.2, 0.3])
+@pytest.mark.parametrize("light", [False, True])  # a sheet on a dark table; a blackboard on a light wall
+def test_a_digit_on_a_sheet_smaller_than_the_table_around_it_is_read(inset, light):
+    # the table, most of the picture, made the 7 no darker than the picture as a whole; the sheet around it was read
+    # as light ink instead, a thick ring: a 0, at 0.97
+    gray = seven_on_a_sheet(inset)
+    whole_sheet = analysis.preprocess_drawing(seven_on_a_sheet(0))
+    np.testing.assert_allclose(analysis.preprocess_drawing(1 - gray if light else gray), whole_sheet, atol=0.05)
+
+
 @pytest.mark.parametrize("picture, reason", [
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
