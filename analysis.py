@@ -235,8 +235,13 @@ def name_words(name):
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return [path for path in visible_files(directory)
-            if (words := name_words(path.name)) & SPLIT_WORDS[split]
-            and (kinds is None or words & kinds) and path.name.lower().endswith(suffixes)]
+            if names_for(path.name, split, kinds) and path.name.lower().endswith(suffixes)]
+
+
+def names_for(name, split, kinds=None):
+    """Whether a file's (or an archive member's) name holds a word of the split and, if given, one of `kinds`."""
+    words = name_words(name)
+    return bool(words & SPLIT_WORDS[split]) and (kinds is None or bool(words & kinds))
 
 
 def the_one(directory, candidates, what):
@@ -421,7 +426,8 @@ def load_npz(path):
     with numpy_contents(path, raw, ".npz archive") as archive:
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
-        missing = [key for key in IDX_NAMES if key not in archive.files]
+        members = {key: member_for(path, archive.files, key) for key in IDX_NAMES}
+        missing = [key for key, member in members.items() if member is None]
         if missing and archive.files and not any(name.endswith(".npy") for name in archive.zip.namelist()):
             raise DataError(f"{path}: a zip archive of other files than numpy arrays: extract it (unzip FILE) and "
                             "give the folder it makes")
@@ -429,8 +435,18 @@ def load_npz(path):
             held = f"it holds {', '.join(archive.files[:6])}{' ...' if len(archive.files) > 6 else ''}" \
                 if archive.files else "it is empty"
             raise DataError(f"{path}: missing array(s) {', '.join(missing)} ({held})")
-        arrays = archived_arrays(path, archive, IDX_NAMES)
-    return arrays, {path.name: hashlib.sha256(raw).hexdigest()}
+        arrays = archived_arrays(path, archive, members.values())
+    return {key: arrays[member] for key, member in members.items()}, {path.name: hashlib.sha256(raw).hexdigest()}
+
+
+def member_for(path, names, key):
+    """The archive member that holds `key` (x_train ...): so named, or named alike (X_train, train_images), or None."""
+    if key in names:
+        return key
+    alike = [name for name in names if names_for(name, *array_words(key))]
+    if len(alike) > 1:
+        raise DataError(f"{path}: which of {', '.join(alike)} is {key}?")
+    return alike[0] if alike else None
 
 
 @contextlib.contextmanager
@@ -467,13 +483,17 @@ def archived_arrays(path, archive, names):
 ARRAY_WORDS = {"x": {"x", "images", "imgs", "image"}, "y": {"y", "labels", "label"}}
 
 
+def array_words(key):
+    """The split (train or t10k) and the words of the kind (images or labels) that name the array `key` (x_train ...)."""
+    kind, split = key.split("_")
+    return "train" if split == "train" else "t10k", ARRAY_WORDS[kind]
+
+
 def array_files(directory):
     """A folder's four numpy files, one array each (x_train.npy ...; kmnist-train-imgs.npz ...), if it holds them."""
     found = {}
     for key in IDX_NAMES:
-        kind, split = key.split("_")
-        files = named_alike(directory, "train" if split == "train" else "t10k", ARRAY_WORDS[kind], (".npy", ".npz"))
-        found[key] = the_one(directory, files, f"{key} array")
+        found[key] = the_one(directory, named_alike(directory, *array_words(key), (".npy", ".npz")), f"{key} array")
     return complete_set(directory, found)
 
 

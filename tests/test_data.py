@@ -131,11 +131,29 @@ def test_npz_with_a_broken_member_is_refused_with_its_reason(tmp_path, name, dat
 
 def test_npz_with_a_missing_key_is_refused_naming_what_it_holds(tmp_path):
     arrays = synthetic_arrays()
-    arrays["labels_test"] = arrays.pop("y_test")
+    arrays["answers"] = arrays.pop("y_test")
     np.savez(tmp_path / "partial.npz", **arrays)
     with pytest.raises(analysis.DataError, match=r"missing array\(s\) y_test \(it holds x_train, y_train, x_test, "
-                                                 r"labels_test\)$"):
+                                                 r"answers\)$"):
         analysis.load_data(tmp_path / "partial.npz")
+
+
+@pytest.mark.parametrize("names", [("X_train", "Y_train", "X_test", "Y_test"),  # as a folder of .npy files may name them
+                                   ("train_images", "train_labels", "test_images", "test_labels")])
+def test_npz_arrays_named_alike_load(tmp_path, names):
+    arrays = synthetic_arrays()
+    np.savez(tmp_path / "set.npz", **{name: arrays[key] for name, key in zip(names, analysis.IDX_NAMES)})
+    assert_holds(analysis.load_data(tmp_path / "set.npz"), arrays)
+
+
+def test_npz_arrays_named_alike_twice_are_refused(tmp_path):
+    arrays = synthetic_arrays()
+    np.savez(tmp_path / "set.npz", train_images=arrays["x_train"], training_imgs=arrays["x_train"], **arrays)
+    assert_holds(analysis.load_data(tmp_path / "set.npz"), arrays)  # x_train itself is there: taken
+    arrays["train_images"] = arrays.pop("x_train")
+    np.savez(tmp_path / "set.npz", training_imgs=arrays["train_images"], **arrays)
+    with pytest.raises(analysis.DataError, match=r"set.npz: which of training_imgs, train_images is x_train\?$"):
+        analysis.load_data(tmp_path / "set.npz")
 
 
 def assert_holds(data, arrays):
