@@ -2163,8 +2163,8 @@ def preprocess_drawing(gray):
             refusals[light] = DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than "
                                         "the picture as a whole: the paper's edge, not ink?)")
             del readings[light]
-    if not readings:
-        refusal = refusals.get(False, refusals.get(True))  # why the dark-ink reading, the usual one, found no digit
+    if not readings:  # say why the usual reading found none: light ink's where the paper is dark, as MNIST's is
+        refusal = refusals[bool(np.median(gray) < (gray.min() + gray.max()) / 2)]
         if looks_cropped_to_the_ink(gray):
             raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
                             "it)") from None

@@ -182,8 +182,17 @@ def test_a_digit_on_a_sheet_smaller_than_the_table_around_it_is_read(inset, ligh
     np.testing.assert_allclose(analysis.preprocess_drawing(1 - gray if light else gray), whole_sheet, atol=0.05)
 
 
+def two_cut_off(ink=1.0, paper=0.0):
+    """A 2 whose top and bottom bars run along the picture's top and bottom, light on dark as MNIST's by default."""
+    picture = Image.new("F", (28, 28), paper)
+    ImageDraw.Draw(picture).line([(6, 1), (21, 1), (21, 8), (6, 26), (22, 26)], fill=ink, width=3)
+    return np.asarray(picture)
+
+
 @pytest.mark.parametrize("picture, reason", [
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
+    (lambda: two_cut_off(), "runs along the picture's edge"),  # the dark-ink reading's "a blob" (the dark paper)
+    (lambda: two_cut_off(ink=0.0, paper=1.0), "runs along the picture's edge"),
     (lambda: noisy_page(), "too faint against the picture's noise"),
     (lambda: noisy_page(noise=0.08), "too faint against the picture's noise"),
     (lambda: with_speck(noisy_page(noise=0.01)), "a speck, 0.38 % of the picture across: if it is the digit, crop"),
@@ -194,7 +203,7 @@ def test_a_digit_on_a_sheet_smaller_than_the_table_around_it_is_read(inset, ligh
     (lambda: stroke_image(size=(400, 400), box=(150, 150, 250, 250)), "a blob"),
     (lambda: with_table_corners(noisy_page(tone=0.85, noise=0.01)), "like a sheet's edge"),
     (lambda: ruled_page((200, 200), spacing=72, margin_column=20), "like a sheet's edge"),
-    (lambda: 1 - ruled_page((220, 150), spacing=50, margin_column=37), "blank or nearly uniform"),
+    (lambda: 1 - ruled_page((220, 150), spacing=50, margin_column=37), "like a sheet's edge"),  # as on light paper
     (lambda: stroke_image(size=(8, 8), box=(2, 4, 5, 5)), "5 pixels across, too few to read: at least 6 are needed, in a picture of 8x8"),
 ])
 def test_pictures_without_a_digit_are_refused(picture, reason):
