@@ -40,6 +40,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 INSTALL_ADVICE = ("activate the virtual environment the requirements went into, or install them with "
                   "`pip install -r requirements.txt`")
@@ -2057,6 +2058,15 @@ def contrast_with_surroundings(gray, core, strokes):
     return abs(float(np.median(gray[box][core[box]]) - np.median(gray[box][around])))
 
 
+class Reading(NamedTuple):
+    """A digit found in a picture (see read_digit)."""
+    strokes: np.ndarray  # boolean mask
+    strength: float  # of the ink
+    contrast: float  # with the paper around the strokes
+    ink: np.ndarray  # the ink map
+    apart: float  # how much darker (or lighter) than the picture as a whole the strokes are, in strengths
+
+
 def read_digit(gray, light):
     """Find the digit written dark on light paper (or light on a dark board): its strokes, their
     strength, their contrast with the paper around them, and the ink map; or DataError, saying why.
@@ -2065,8 +2075,8 @@ def read_digit(gray, light):
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
     enough, strokes rather than a blob, well above the noise, standing out from the paper around it,
     and the same when the window is twice as wide: pen strokes are narrower than either window, while
-    a shadow's soft tone changes with it. Also returned: how much darker (or lighter) than the picture
-    as a whole the strokes are, in strengths (see preprocess_drawing)."""
+    a shadow's soft tone changes with it. Whether they stand apart from the picture as a whole is left
+    to preprocess_drawing."""
     window, smooth_gray = max(3, max(gray.shape) // 4), scipy.ndimage.gaussian_filter(gray, 1)
     ink = ink_map(gray, smooth_gray, window, light)
     strokes, core, strength, noise = locate_digit(ink)
@@ -2093,23 +2103,22 @@ def read_digit(gray, light):
     if contrast < 0.4 * strength:
         raise DataError("no digit found (the marks do not stand out from the paper around them)")
     apart = (np.median(gray[inkiest]) - np.median(gray)) * (1 if light else -1) / strength
-    return strokes, strength, contrast, ink, apart
+    return Reading(strokes, strength, contrast, ink, apart)
 
 
-def written_on_the_other(readings):
-    """Which reading (light or not) has its strokes in the holes of the other's, three times broader, or None.
+def on_a_sheet(readings):
+    """Whether the dark-ink reading's strokes lie in the holes of the light reading's, three times broader.
 
-    A light sheet on a darker table, or a dark board on a light wall, is ink to the other reading, with
-    the digit written on it as its hole; and where the table covers most of the picture, the digit is
-    no darker than the picture as a whole. Pen strokes enclosing the paper between them (a 0's loop)
-    are the narrower ones, and a reading of the paper is not taken for the digit."""
-    for inner, outer in ((False, True), (True, False)):
-        if inner in readings and outer in readings:
-            strokes, sheet = readings[inner][0], readings[outer][0]
-            held = strokes & scipy.ndimage.binary_fill_holes(sheet) & ~sheet
-            if stroke_width(sheet) > 3 * stroke_width(strokes) and held.sum() > 0.5 * strokes.sum():
-                return inner
-    return None
+    A light sheet on a darker table is light ink to that reading, with the digit written on it as its
+    hole; and where the table covers most of the picture, the digit is no darker than the picture as a
+    whole. The same holds for a bold 0 and its narrow counter, the other way round (the counter light,
+    the loop dark): so only dark ink, the usual, is taken to be written on a sheet, and a chalk digit on
+    a board smaller than the light wall around it is not read."""
+    if len(readings) < 2:
+        return False
+    strokes, sheet = readings[False].strokes, readings[True].strokes
+    held = strokes & scipy.ndimage.binary_fill_holes(sheet) & ~sheet
+    return stroke_width(sheet) > 3 * stroke_width(strokes) and held.sum() > 0.5 * strokes.sum()
 
 
 def looks_cropped_to_the_ink(gray):
@@ -2155,21 +2164,21 @@ def preprocess_drawing(gray):
             readings[light] = read_digit(gray, light)
         except DataError as refusal:
             refusals[light] = refusal
-    on_a_sheet = written_on_the_other(readings)
-    if on_a_sheet is not None:
-        readings = {on_a_sheet: readings[on_a_sheet]}
-    for light, reading in list(readings.items()):
-        if on_a_sheet is None and reading[4] < 0.25:  # a reading of a sheet filling most of the picture, say
-            refusals[light] = DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} than "
-                                        "the picture as a whole: the paper's edge, not ink?)")
-            del readings[light]
+    if on_a_sheet(readings):
+        readings = {False: readings[False]}
+    else:
+        for light, reading in list(readings.items()):
+            if reading.apart < 0.25:  # a reading of a sheet filling most of the picture, say
+                refusals[light] = DataError(f"no digit found (the marks are no {'lighter' if light else 'darker'} "
+                                            "than the picture as a whole: the paper's edge, not ink?)")
+                del readings[light]
     if not readings:  # say why the usual reading found none: light ink's where the paper is dark, as MNIST's is
         refusal = refusals[bool(np.median(gray) < (gray.min() + gray.max()) / 2)]
         if looks_cropped_to_the_ink(gray):
             raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
                             "it)") from None
         raise refusal
-    strokes, strength, _, ink, _ = max(readings.values(), key=lambda reading: reading[2])  # the higher contrast
+    strokes, strength, _, ink, _ = max(readings.values(), key=lambda reading: reading.contrast)
     near = scipy.ndimage.binary_dilation(strokes, iterations=2)  # the strokes with their soft edges
     crop = Image.fromarray(cropped(np.clip(np.where(near, ink, 0) / strength, 0, 1)).astype(np.float32), "F")
     fine = np.asarray(crop.resize(scaled_size(crop.size, 4 * 20), Image.Resampling.BICUBIC)).clip(0, 1)
