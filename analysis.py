@@ -236,10 +236,10 @@ def name_words(name):
 def named_alike(directory, split, kinds=None, suffixes=("",)):
     """The visible files of a folder whose names hold a word of the split (`train` or `t10k`) and one of `kinds`."""
     return [path for path in visible_files(directory)
-            if names_for(path.name, split, kinds) and path.name.lower().endswith(suffixes)]
+            if is_named_for(path.name, split, kinds) and path.name.lower().endswith(suffixes)]
 
 
-def names_for(name, split, kinds=None):
+def is_named_for(name, split, kinds=None):
     """Whether a file's (or an archive member's) name holds a word of the split and, if given, one of `kinds`."""
     words = name_words(name)
     return bool(words & SPLIT_WORDS[split]) and (kinds is None or bool(words & kinds))
@@ -301,7 +301,7 @@ def load_idx_directory(directory, verify_pins):
     return arrays, sha256
 
 
-LABEL_NAMES = ("label", "labels", "class", "target", "y", "digit")  # what a CSV file's header may call its labels
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "digit")  # what a CSV file's header may call its labels
 
 
 def csv_files(directory):
@@ -400,19 +400,17 @@ def load_csv_directory(files):
 
 
 def label_column(rows, names, path):
-    """The column of a CSV file's rows that holds the labels: the one its header names so, else the first. Refused
-    where the header's words name no column so, or, without a header, where the first column holds one value and
-    the last looks like labels: the first pixels would be taken for labels."""
+    """The column of a CSV file's rows that holds the labels: the one its header names so, else the first.
+
+    Refused where the first holds one value in every row and the last looks like labels (several digits
+    0-9): the first pixels, as MNIST's corner is, would be taken for every label."""
     named = [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)]
     if named:
         return named[0]
-    if names and not all(name.isdigit() for name in names if name):  # pandas' numbers name no column: by position
-        raise DataError(f"{path}: its header ({', '.join(names[:2])}, ...) names no column {', '.join(LABEL_NAMES[:-1])} "
-                        f"or {LABEL_NAMES[-1]}: name the labels' column label")
     first, last = rows[:, 0], rows[:, -1]
-    if not names and (first == first[0]).all() and np.unique(last).size > 1 and np.isin(last, range(NUM_CLASSES)).all():
+    if (first == first[0]).all() and np.unique(last).size > 1 and np.isin(last, range(NUM_CLASSES)).all():
         raise DataError(f"{path}: its first column holds {first[0]:g} in every row and its last looks like labels: put "
-                        "the label first, or add a header line that names its column label")
+                        "the label first, or name its column label in a header line")
     return 0
 
 
@@ -444,7 +442,7 @@ def member_for(path, names, key):
     """The archive member that holds `key` (x_train ...): so named, or named alike (X_train, train_images), or None."""
     if key in names:
         return key
-    alike = [name for name in names if names_for(name, *array_words(key))]
+    alike = [name for name in names if is_named_for(name, *array_words(key))]
     if len(alike) > 1:
         raise DataError(f"{path}: which of {', '.join(alike)} is {key}?")
     return alike[0] if alike else None
@@ -1188,11 +1186,8 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
     return executions * per_execution, per_execution
 
 
-INTERRUPTED_STATUS = (130, 143)  # the shell's statuses for a process that SIGINT (Ctrl-C), or SIGTERM, ended
-
-
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, taken as Ctrl-C is, and told apart by its exit status."""
+    """SIGTERM, taken as Ctrl-C is, and told apart by its exit status (143 as the shell reports it; Ctrl-C's 130)."""
 
 
 def raise_terminated(signum, frame):
@@ -1223,8 +1218,9 @@ def sigterm_as_ctrl_c():
 
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that returns the interruption to raise once
-    one came, else None. A second stops at once."""
+    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that returns the interruption due, or None.
+
+    A second press stops at once."""
     pressed = []
 
     def hold(signum, frame):
@@ -1419,10 +1415,11 @@ def accuracy_of(probabilities, labels):
 
 
 def guessing_warning(accuracy, labels):
-    """The warning for a network that reads no better than one always answering the commonest digit, or None (also
-    where the test images show one digit only, which such a network would read without fault)."""
+    """The warning for a network that reads no better than one always answering the commonest digit, or None.
+
+    A perfect score is no failure, though the test images show one digit only."""
     commonest = np.bincount(labels, minlength=NUM_CLASSES).max() / len(labels)
-    if accuracy > commonest or commonest == 1:
+    if accuracy > commonest or accuracy == 1:
         return None
     return (f"warning: the network reads no better than always answering the commonest digit would "
             f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high or too low a --lr? too few "
@@ -1493,8 +1490,8 @@ def write_atomically(path, write):
 
 def write_json(path, data):
     """Write data as indented JSON, each list of numbers on one line (a confusion matrix's row, a curve), atomically."""
-    text = re.sub(r"\[[^][{}\"]*\]", lambda numbers: re.sub(r"\s+", " ", numbers[0]).replace("[ ", "[").replace(" ]", "]"),
-                  json.dumps(data, indent=2))  # lists holding no list, object or text
+    text = re.sub(r"\[\n[^][{}\"]*\]", lambda numbers: re.sub(r"\s+", " ", numbers[0]).replace("[ ", "[").replace(" ]", "]"),
+                  json.dumps(data, indent=2))  # lists holding no list, object or text (whose newlines are escaped)
     write_atomically(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
@@ -2382,8 +2379,8 @@ def parse_args(argv):
         "probabilities; 0 trains on all, uncalibrated (default: %(default)s)")
     add("--dry-run", action="store_true",
         help=f"check in seconds that a run works: one epoch (whatever --epochs says) on at most "
-             f"{DRY_RUN_IMAGES['training']:,} training images (or one batch), validated and tested on at most "
-             f"{DRY_RUN_IMAGES['test']} each; files written as asked")
+             f"{DRY_RUN_IMAGES['training']:,} training images (or one batch), validated on at most "
+             f"{DRY_RUN_IMAGES['validation']} and tested on at most {DRY_RUN_IMAGES['test']}; files written as asked")
     add("--shift-average", action=argparse.BooleanOptionalAction, default=True,
         help="classify each image by its average with its four one-pixel shifts (default: on)")
     add("--output-dir", type=path, metavar="DIR",
@@ -2421,13 +2418,19 @@ def parse_args(argv):
 
 def unknown_hint(parser, unknown, predicting):
     """What the first of the arguments argparse does not know may have meant: a flag like it, or --predict."""
-    word = unknown[0]
+    word = next((word for word in unknown if word != "--"), "")
     if word.startswith("--"):
         flags = [flag for action in parser._actions for flag in action.option_strings]
-        return "".join(f"; did you mean {flag}?" for flag in difflib.get_close_matches(word.split("=")[0], flags, 1))
-    if Path(word).suffix.lower() in PICTURE_SUFFIXES or os.path.isdir(word):
-        return ("; pictures go straight after --predict, before the next flag" if predicting
-                else "; to classify pictures: --predict PICTURE ... --model MODEL")
+        typed = word.split("=")[0]
+        begun = [flag for flag in flags if flag.startswith(typed)]
+        like = begun if len(begun) == 1 else difflib.get_close_matches(typed, flags, 1)
+        return "".join(f"; did you mean {flag}?" for flag in like)
+    if predicting and (Path(word).suffix.lower() in PICTURE_SUFFIXES or os.path.isdir(word)):
+        return "; pictures go straight after --predict, before the next flag"
+    if Path(word).suffix.lower() in PICTURE_SUFFIXES:
+        return "; to classify pictures: --predict PICTURE ... --model MODEL"
+    if os.path.isdir(word):
+        return "; a folder of pictures to classify (--predict FOLDER --model MODEL), or a data set (--data FOLDER)?"
     return ""
 
 
@@ -2553,8 +2556,9 @@ def train_and_report(args):
 
 
 def interruption_after_saving(interrupt, trained, calibrated, path):
-    """The interruption to stop with when Ctrl-C (or SIGTERM) stops the calibration (`calibrated` None) or
-    evaluation, after saving the model (uncalibrated if need be) and saying so; it names a save that failed."""
+    """Save the model after Ctrl-C (or SIGTERM) stopped the calibration or evaluation; return the interruption.
+
+    The model is saved uncalibrated where `calibrated` is None, and a save that failed is named."""
     try:
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
@@ -2700,7 +2704,7 @@ def main(argv=None):
             terminated = isinstance(interrupt, Terminated)
             print("; ".join([f"error: {'terminated' if terminated else 'interrupted'}", *map(str, interrupt.args)]),
                   file=sys.stderr)
-            return INTERRUPTED_STATUS[terminated]
+            return 143 if terminated else 130
         except UsageError as error:
             parser.error(printable(str(error)))  # exits with 2
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
@@ -2736,7 +2740,7 @@ def error_message(error):
 
 if __name__ == "__main__":
     status = main()
-    if status in INTERRUPTED_STATUS:  # skip the teardown, where half-started TensorFlow objects may complain
+    if status in (130, 143):  # Ctrl-C or SIGTERM: skip the teardown, where half-started TensorFlow objects complain
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

@@ -181,3 +181,12 @@ def test_a_write_onto_a_folder_names_the_file_not_its_temporary(tmp_path):
         analysis.write_json(tmp_path / "metrics.json", {})
     assert raised.value.filename == tmp_path / "metrics.json" and raised.value.filename2 is None
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_json_puts_each_list_of_numbers_on_a_line_and_leaves_text_as_it_is(tmp_path):
+    data = {"source": "/data/set [ v2 ]/mnist  [copy  1].npz", "matrix": [[1, -2], [3e-9, 4.5]], "names": ["a [ b ]"],
+            "empty": []}
+    analysis.write_json(tmp_path / "m.json", data)
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text) == data
+    assert '    [1, -2],\n    [3e-09, 4.5]\n' in text and '"source": "/data/set [ v2 ]/mnist  [copy  1].npz"' in text
