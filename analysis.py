@@ -426,6 +426,9 @@ def load_npz(path):
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         members = {key: member_for(path, archive.files, key) for key in IDX_NAMES}
+        if twice := next((member for key, member in members.items() if member and member != key
+                          and list(members.values()).count(member) > 1), None):
+            raise DataError(f"{path}: {twice} is named for both the training and the test set: which is it?")
         missing = [key for key, member in members.items() if member is None]
         if missing and archive.files and not any(name.endswith(".npy") for name in archive.zip.namelist()):
             raise DataError(f"{path}: a zip archive of other files than numpy arrays: extract it (unzip FILE) and "

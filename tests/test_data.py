@@ -154,6 +154,9 @@ def test_npz_arrays_named_alike_twice_are_refused(tmp_path):
     np.savez(tmp_path / "set.npz", training_imgs=arrays["train_images"], **arrays)
     with pytest.raises(analysis.DataError, match=r"set.npz: which of training_imgs, train_images is x_train\?$"):
         analysis.load_data(tmp_path / "set.npz")
+    np.savez(tmp_path / "set.npz", x_train_test=arrays["x_test"], y_train=arrays["y_train"], y_test=arrays["y_test"])
+    with pytest.raises(analysis.DataError, match=r"set.npz: x_train_test is named for both the training and the test"):
+        analysis.load_data(tmp_path / "set.npz")
 
 
 def assert_holds(data, arrays):
