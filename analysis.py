@@ -1079,7 +1079,7 @@ def conv_block(filters, pooled, bn_momentum):
             layers.BatchNormalization(momentum=bn_momentum), layers.ReLU()]
 
 
-def build_model(bn_momentum=0.99):
+def build_model(bn_momentum=0.99, name="mnist_cnn"):
     """Build the Sequential CNN: three convolution blocks, dropout, softmax."""
     layers = keras.layers
     return keras.Sequential([
@@ -1091,7 +1091,7 @@ def build_model(bn_momentum=0.99):
         layers.Dropout(0.1),  # with augmentation and BatchNorm, 0.1-0.25 beat 0.4 on validation in nine epochs
         layers.Dense(NUM_CLASSES),
         layers.Activation("softmax", dtype="float32"),  # probabilities in float32 under mixed precision
-    ], name="mnist_cnn")
+    ], name=name)
 
 
 def one_cycle(peak_lr, total_steps):
@@ -2293,6 +2293,20 @@ def load_trained_model(path):
     return model
 
 
+DRY_RUN_MODEL = "mnist_cnn_dry_run"  # the name of a network a dry run trained
+
+
+def model_warnings(model, path):
+    """Warnings for the user of a model saved by a dry run, or uncalibrated, whose answers read otherwise."""
+    found = []
+    if model.name == DRY_RUN_MODEL:
+        found.append(f"warning: {printable(path)} was saved by a dry run: its answers say nothing of the digits")
+    temperature = next((layer for layer in model.layers if layer.name == "temperature"), None)
+    if temperature is not None and temperature.scale == 1:  # as --validation-split 0 or Ctrl-C leaves it
+        found.append(f"warning: {printable(path)} was saved uncalibrated: its confidences read low")
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 
@@ -2488,7 +2502,8 @@ def train_and_report(args):
 
     steps, per_execution = training_steps(len(x_fit), args.batch_size)
     total_steps = args.epochs * steps
-    model = compile_model(build_model(batchnorm_momentum(total_steps)), args.lr, total_steps, runtime.xla,
+    name = DRY_RUN_MODEL if args.dry_run else "mnist_cnn"  # which --predict tells its user
+    model = compile_model(build_model(batchnorm_momentum(total_steps), name), args.lr, total_steps, runtime.xla,
                           per_execution)
     started = time.perf_counter()
     history = fit(model, (x_fit, y_fit), validation, args.epochs, steps, args.batch_size, args.seed,
@@ -2699,7 +2714,10 @@ def main(argv=None):
             if args.predict:
                 visible_gpus(args.no_accel)  # looked for before Keras does, with the start-up log silenced
                 register_heif_reader()
-                return 1 if predict_drawings(load_trained_model(args.model), args.predict, args.shift_average) else 0
+                model = load_trained_model(args.model)
+                for warning in model_warnings(model, args.model):
+                    print(warning, file=sys.stderr, flush=True)
+                return 1 if predict_drawings(model, args.predict, args.shift_average) else 0
             if args.save_model or args.output_dir:  # a reader who stops early (`| head`) does not cost them
                 return train_keeping_the_files(args)
             return train_and_report(args)

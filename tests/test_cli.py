@@ -30,6 +30,7 @@ from conftest import (
     tensorflow_log_lines,
     write_idx_dir,
 )
+from PIL import Image
 
 import analysis
 
@@ -504,7 +505,13 @@ def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp
     assert metrics["dry_run"] is True and metrics["epochs"] == len(metrics["history"]["training_accuracy"]) == 1
     rows = [f"    {row}," for row in metrics["confusion_matrix"]]  # each row on a line, not each number
     assert [line for line in text.splitlines() if line.startswith("    [")] == [*rows[:-1], rows[-1][:-1]]
-    assert (tmp_path / "dry.keras").is_file()
+    picture = np.full((90, 60), 255, np.uint8)
+    picture[15:75, 27:33] = 0  # a 1
+    Image.fromarray(picture).save(tmp_path / "one.png")
+    status, stdout, stderr = run_main(["--predict", tmp_path / "one.png", "--model", tmp_path / "dry.keras"])
+    assert status == 0 and stdout.startswith(f"{tmp_path / 'one.png'}: ")
+    warning = f"warning: {tmp_path / 'dry.keras'} was saved by a dry run: its answers say nothing of the digits"
+    assert script_lines(stderr) == [warning]
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():  # as with `python analysis.py | head -1`
