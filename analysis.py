@@ -301,7 +301,7 @@ def load_idx_directory(directory, verify_pins):
     return arrays, sha256
 
 
-LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "digit")  # what a CSV file's header may call its labels
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "digit")  # a CSV header's names for labels
 
 
 def csv_files(directory):
@@ -400,13 +400,21 @@ def load_csv_directory(files):
 
 
 def label_column(rows, names, path):
-    """The column of a CSV file's rows that holds the labels: the one its header names so, else the first.
+    """The column of a CSV file's rows that holds the labels: the one its header names so, or names unlike the rest.
 
-    Refused where the first holds one value in every row and the last looks like labels (several digits
-    0-9): the first pixels, as MNIST's corner is, would be taken for every label."""
+    Without such a header, the first; refused where the first holds one value in every row and the
+    last looks like labels (several digits 0-9): the first pixels, as MNIST's corner is, would be
+    taken for every label. A header of words that names none so (pixel0 ... pixel783 alike) is refused."""
     named = [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)]
     if named:
         return named[0]
+    if names and not all(name.isdigit() for name in names if name):  # pandas' numbers name no column
+        shapes = [re.sub(r"\d+", "#", name) for name in names]  # pixel0 and pixel783 alike: pixel#
+        unlike = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
+        if len(unlike) != 1:
+            raise DataError(f"{path}: its header ({', '.join(names[:2])}, ...) names no column "
+                            f"{', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}: name the labels' column label")
+        return unlike[0]
     first, last = rows[:, 0], rows[:, -1]
     if (first == first[0]).all() and np.unique(last).size > 1 and np.isin(last, range(NUM_CLASSES)).all():
         raise DataError(f"{path}: its first column holds {first[0]:g} in every row and its last looks like labels: put "
@@ -1493,8 +1501,11 @@ def write_atomically(path, write):
 
 def write_json(path, data):
     """Write data as indented JSON, each list of numbers on one line (a confusion matrix's row, a curve), atomically."""
-    text = re.sub(r"\[\n[^][{}\"]*\]", lambda numbers: re.sub(r"\s+", " ", numbers[0]).replace("[ ", "[").replace(" ]", "]"),
-                  json.dumps(data, indent=2))  # lists holding no list, object or text (whose newlines are escaped)
+    def one_line(numbers):
+        return re.sub(r"\s+", " ", numbers[0]).replace("[ ", "[").replace(" ]", "]")
+
+    # lists holding no list, object or text; they begin with [ and a newline, which no JSON text holds
+    text = re.sub(r"\[\n[^][{}\"]*\]", one_line, json.dumps(data, indent=2))
     write_atomically(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
@@ -2435,10 +2446,11 @@ def parse_args(argv):
 
 def unknown_hint(parser, unknown, predicting):
     """What the first of the arguments argparse does not know may have meant: a flag like it, or --predict."""
-    word = next((word for word in unknown if word != "--"), "")
-    if word.startswith("--"):
+    word = re.sub(r"^[\u2010-\u2015\u2212]+", "--", next((word for word in unknown if word != "--"), ""))  # typeset dashes
+    typed = word.split("=")[0]
+    if typed.startswith("-") and typed.strip("-"):
         flags = [flag for action in parser._actions for flag in action.option_strings]
-        typed = word.split("=")[0]
+        typed = typed if typed.startswith("--") else f"-{typed}"  # -epochs, -e
         begun = [flag for flag in flags if flag.startswith(typed)]
         like = begun if len(begun) == 1 else difflib.get_close_matches(typed, flags, 1)
         return "".join(f"; did you mean {flag}?" for flag in like)

@@ -213,6 +213,9 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["--epoch", "3"], "unrecognized arguments: --epoch 3; did you mean --epochs? (see --help)"),
     (["--batch_size=64"], "unrecognized arguments: --batch_size=64; did you mean --batch-size?"),
     (["--e", "3"], "unrecognized arguments: --e 3; did you mean --epochs?"),  # begun, though --seed is closer
+    (["-epochs", "3"], "unrecognized arguments: -epochs 3; did you mean --epochs?"),
+    (["\u2014seed", "3"], "unrecognized arguments: \u2014seed 3; did you mean --seed?"),  # a dash typeset, copied
+    (["--=3"], "unrecognized arguments: --=3 (see --help)"),
     (["--seed", "1", "2"], "unrecognized arguments: 2 (see --help)"),
     (["seven.jpg"], "unrecognized arguments: seven.jpg; to classify pictures: --predict PICTURE ... --model MODEL"),
     (["--predict", "a.png", "--model", "m.keras", "b.PNG"], "b.PNG; pictures go straight after --predict, before"),

@@ -325,8 +325,8 @@ def label_last(arrays, key):
 
 @pytest.mark.parametrize("header, error", [
     (b"", r"train.csv: its first column holds 0 in every row and its last looks like labels: put the label first"),
-    (",".join([*(f"pixel{i}" for i in range(784)), "answer"]).encode() + b"\n",  # a header naming no label column
-     r"train.csv: its first column holds 0 in every row and its last looks like labels"),
+    (",".join(f"p{i}" for i in range(785)).encode() + b"\n",  # a header of words naming no label column
+     r"train.csv: its header \(p0, p1, ...\) names no column label, labels, class, category, target, y or digit: "),
 ])
 def test_labels_that_are_not_where_they_are_looked_for_are_refused_not_taken_from_the_pixels(tmp_path, header, error):
     arrays = synthetic_arrays()
@@ -337,11 +337,12 @@ def test_labels_that_are_not_where_they_are_looked_for_are_refused_not_taken_fro
         analysis.load_data(directory)
 
 
-def test_a_label_column_named_in_other_words_is_found(tmp_path):
+@pytest.mark.parametrize("last", ["Digit_Label", "answer"])  # by its words, or as the one named unlike the others
+def test_a_label_column_named_in_other_words_is_found(tmp_path, last):
     arrays = synthetic_arrays()
     directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"),
-                              header=b"number," + b",".join(b"p%d" % i for i in range(784)) + b"\n")  # first: taken
-    header = ",".join([*(f"px_{i}" for i in range(784)), "Digit_Label"]).encode() + b"\n"
+                              header=b"number," + b",".join(b"p%d" % i for i in range(784)) + b"\n")
+    header = ",".join([*(f"pixel{i}" for i in range(784)), last]).encode() + b"\n"
     (directory / "train.csv").write_bytes(header + label_last(arrays, "train"))
     assert_holds(analysis.load_data(directory), arrays)
 
