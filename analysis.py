@@ -1428,9 +1428,9 @@ def accuracy_of(probabilities, labels):
 def guessing_warning(accuracy, labels):
     """The warning for a network that reads no better than one always answering the commonest digit, or None.
 
-    A perfect score is no failure, though the test images show one digit only."""
+    Where the test images show one digit only, that answer is perfect, and the network is warned of at chance."""
     commonest = np.bincount(labels, minlength=NUM_CLASSES).max() / len(labels)
-    if accuracy > commonest or accuracy == 1:
+    if accuracy > (commonest if commonest < 1 else 1 / NUM_CLASSES):
         return None
     return (f"warning: the network reads no better than always answering the commonest digit would "
             f"({accuracy:.4f} against {commonest:.4f}): its training failed (too high or too low a --lr? too few "

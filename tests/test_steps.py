@@ -218,7 +218,8 @@ def test_a_network_no_better_than_answering_the_commonest_digit_is_warned_of():
     assert analysis.guessing_warning(0.6, labels).startswith(
         "warning: the network reads no better than always answering the commonest digit would (0.6000 against 0.6000)")
     assert analysis.guessing_warning(1.0, np.array([4, 4])) is None  # one digit only: it was told it had failed
-    assert analysis.guessing_warning(0.5, np.array([4, 4])).startswith("warning: the network reads no better")
+    assert analysis.guessing_warning(0.97, np.array([4, 4])) is None
+    assert analysis.guessing_warning(0.05, np.array([4, 4])).startswith("warning: the network reads no better")
 
 
 def test_cross_entropy_of_known_probabilities():
