@@ -2184,7 +2184,9 @@ def preprocess_drawing(gray):
                                             "than the picture as a whole: the paper's edge, not ink?)")
                 del readings[light]
     if not readings:  # say why the usual reading found none: light ink's where the paper is dark, as MNIST's is
-        refusal = refusals[bool(np.median(gray) < (gray.min() + gray.max()) / 2)]
+        height, width = gray.shape
+        middle = gray[height // 4:height - height // 4, width // 4:width - width // 4]  # the sheet, not the table
+        refusal = refusals[bool(np.median(middle) < (gray.min() + gray.max()) / 2)]
         if looks_cropped_to_the_ink(gray):
             raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
                             "it)") from None
