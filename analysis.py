@@ -434,8 +434,8 @@ def load_npz(path):
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         members = {key: member_for(path, archive.files, key) for key in IDX_NAMES}
-        if twice := next((member for key, member in members.items() if member and member != key
-                          and list(members.values()).count(member) > 1), None):
+        found = [member for member in members.values() if member]
+        if twice := next((member for member in found if found.count(member) > 1), None):
             raise DataError(f"{path}: {twice} is named for both the training and the test set: which is it?")
         missing = [key for key, member in members.items() if member is None]
         if missing and archive.files and not any(name.endswith(".npy") for name in archive.zip.namelist()):
@@ -2456,9 +2456,10 @@ def unknown_hint(parser, unknown, predicting):
         begun = [flag for flag in flags if flag.startswith(typed)]
         like = begun if len(begun) == 1 else difflib.get_close_matches(typed, flags, 1)
         return "".join(f"; did you mean {flag}?" for flag in like)
-    if predicting and (Path(word).suffix.lower() in PICTURE_SUFFIXES or os.path.isdir(word)):
+    picture = Path(word).suffix.lower() in PICTURE_SUFFIXES
+    if predicting and (picture or os.path.isdir(word)):
         return "; pictures go straight after --predict, before the next flag"
-    if Path(word).suffix.lower() in PICTURE_SUFFIXES:
+    if picture:
         return "; to classify pictures: --predict PICTURE ... --model MODEL"
     if os.path.isdir(word):
         return "; a folder of pictures to classify (--predict FOLDER --model MODEL), or a data set (--data FOLDER)?"
