@@ -745,13 +745,22 @@ def load_directory(directory, verify_pins):
     hints = []  # where the data may be instead: an archive in the folder (~/.keras/datasets), a folder in it (raw/)
     if archives := [path.name for path in visible_files(directory) if path.suffix.lower() == ".npz"]:
         hints.append(f"{' or '.join(archives[:3])} itself")
-    if folders := sorted(path.name for path in directory.iterdir() if path.is_dir() and not path.name.startswith(".")):
-        hints.append(f"one of its folders ({', '.join(folders[:4])})")
+    if folders := [folder.name for folder in visible_folders(directory) if holds_a_training_part(folder)]:
+        hints.append(f"one of its folders ({', '.join(folders[:4])}{' ...' if len(folders) > 4 else ''})")
     hint = f" (give {', or '.join(hints)}?)" if hints else ""
     raise DataError(f"{directory}: no data found: expected the four IDX files of MNIST's layout "
                     "(train-images-idx3-ubyte ...), a training and a test CSV file, four numpy arrays "
                     "(x_train.npy, y_train.npy, x_test.npy, y_test.npy), or a training and a test folder of "
                     f"pictures in folders 0 to 9 (training/0/1.png ...){hint}")
+
+
+def holds_a_training_part(folder):
+    """Whether a folder holds a file or folder named for a training set (train-images-..., mnist_train.csv, training/)."""
+    try:
+        entries = [*visible_files(folder), *visible_folders(folder)]
+    except OSError:  # it cannot be listed
+        return False
+    return any(names_split(entry, "train") for entry in entries)
 
 
 def load_data(path=None):

@@ -525,6 +525,9 @@ def test_a_folder_without_a_dataset_says_what_it_takes(tmp_path):
         analysis.load_data(tmp_path)
     np.savez(tmp_path / "mnist.npz", **synthetic_arrays())  # as ~/.keras/datasets holds it
     (tmp_path / "raw").mkdir()  # as torchvision keeps its files
+    (tmp_path / "raw" / "train-images-idx3-ubyte").write_bytes(b"")
+    (tmp_path / "out").mkdir()  # no set's: not suggested
+    (tmp_path / "out" / "metrics.json").write_text("{}")
     with pytest.raises(analysis.DataError, match=r"\(training/0/1.png ...\) \(give mnist.npz itself, or one of its folders \(raw\)\?\)$"):
         analysis.load_data(tmp_path)
 
