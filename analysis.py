@@ -542,8 +542,9 @@ def picture_folders(directory):
             what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
                     f"{' ...' if len(others) > 4 else ''} not named 0 to 9")
         elif loose:
+            unlabelled = "" if digit_folders(folder) else " (unlabelled, as Kaggle's test set: it cannot be scored)"
             what = (f"{'pictures' if len(loose) > 1 else 'a picture'} {', '.join(loose[:2])}"
-                    f"{' ...' if len(loose) > 2 else ''} in no folder 0 to 9")
+                    f"{' ...' if len(loose) > 2 else ''} in no folder 0 to 9{unlabelled}")
         elif not digit_folders(folder):
             what = "no folders 0 to 9 in it"
         else:

@@ -741,9 +741,19 @@ def test_a_set_of_pictures_relabelled_is_not_the_same_set(tmp_path):
     assert after.sha256["training"] != before["training"] and after.sha256["testing"] == before["testing"]
 
 
+def unlabelled(folder):
+    """Take a folder's pictures out of their digit folders, as Kaggle gives its test set."""
+    for digits in [path for path in folder.iterdir() if path.is_dir()]:
+        for picture in digits.iterdir():
+            picture.rename(folder / picture.name)
+        digits.rmdir()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda root: (root / "testing" / "3" / "00003.png").rename(root / "testing" / "00003.png"),
      r"testing: a picture 00003.png in no folder 0 to 9: a set's pictures go in one folder per digit, named for it$"),
+    (lambda root: unlabelled(root / "testing"),
+     r"testing: pictures 00000.png, 00001.png ... in no folder 0 to 9 \(unlabelled, as Kaggle's test set: it cannot"),
     (lambda root: (root / "training" / "7").rename(root / "training" / "seven"),
      r"training: a folder seven not named 0 to 9: a set's pictures go"),
     (lambda root: [(root / "testing" / str(digit)).rename(root / "testing" / f"digit_{digit}") for digit in range(10)],
