@@ -555,7 +555,12 @@ def picture_folders(directory):
 
 def names_split(folder, split):
     """Whether a folder's name holds a word of the split (trainingSet too, as Kaggle names its folders)."""
-    return bool(SPLIT_WORDS[split] & name_words(re.sub(r"([a-z])([A-Z])", r"\1 \2", folder.name)))
+    return bool(SPLIT_WORDS[split] & path_words(folder))
+
+
+def path_words(path):
+    """The words of a file's or folder's name, those run together in CamelCase too (trainingSet: training, set)."""
+    return name_words(re.sub(r"([a-z])([A-Z])", r"\1 \2", path.name))
 
 
 def pictures_of(folder):
@@ -757,11 +762,26 @@ def load_directory(directory, verify_pins):
 
 def holds_a_training_part(folder):
     """Whether a folder holds a file or folder named for a training set (train-images-..., mnist_train.csv, training/)."""
+    return any(names_split(entry, "train") for entry in visible_entries(folder))
+
+
+def visible_entries(folder):
+    """The files and folders of a folder, without the hidden ones; none where it cannot be listed (or is a file)."""
     try:
-        entries = [*visible_files(folder), *visible_folders(folder)]
-    except OSError:  # it cannot be listed
-        return False
-    return any(names_split(entry, "train") for entry in entries)
+        return [*visible_files(folder), *visible_folders(folder)]
+    except OSError:
+        return []
+
+
+VALIDATION_WORDS = {"val", "valid", "validation", "dev"}
+DATA_SUFFIXES = (*TABLE_SUFFIXES, ".npy", ".npz", ".gz", "-ubyte")
+
+
+def validation_parts(directory):
+    """The names of a data folder's parts (folders, or data files) named for a validation set, which are not read."""
+    return [entry.name for entry in visible_entries(directory)
+            if path_words(entry) & VALIDATION_WORDS and not path_words(entry) & set().union(*SPLIT_WORDS.values())
+            and (entry.is_dir() or entry.name.lower().endswith(DATA_SUFFIXES))]
 
 
 def load_data(path=None):
@@ -2520,6 +2540,9 @@ def train_and_report(args):
     print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
           f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
+    if args.data and (unread := validation_parts(args.data)):
+        print(f"Not read: {', '.join(unread)}: the validation images are drawn from the training set "
+              "(--validation-split).", flush=True)
     if args.dry_run:
         print("Dry run: one epoch on a few images, to check that the run works.", flush=True)
     if warning := missing_digits_warning(y_fit, validation[1]):

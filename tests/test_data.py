@@ -799,3 +799,13 @@ def test_folders_of_pictures_that_are_not_one_set_are_refused_saying_why(tmp_pat
         picture.rename(picture.with_suffix(".txt"))
     with pytest.raises(analysis.DataError, match=r"test: no pictures \(PNG, JPEG, .*\) in its folders 0 to 9$"):
         analysis.load_data(tmp_path)
+
+
+def test_a_validation_set_beside_the_training_and_test_sets_is_named_as_not_read(tmp_path):
+    write_picture_dirs(tmp_path, synthetic_arrays(), ("train", "test"))
+    for name in ("val", "train_val"):  # train_val is named for the training set too: not said
+        (tmp_path / name / "3").mkdir(parents=True)
+    for name in ("x_val.npy", "devices.txt", "dev_notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert analysis.validation_parts(tmp_path) == ["x_val.npy", "val"]
+    assert analysis.validation_parts(tmp_path / "x_val.npy") == []  # a file given, not a folder
