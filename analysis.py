@@ -374,7 +374,9 @@ def column_names(line):
     """The names a CSV file's first line gives its columns, or None where it is a row of numbers.
 
     Numbers counting up by one are names: pandas numbers the columns it has no names for."""
-    names = [name.strip(b"\"'").decode(errors="replace") for name in re.split(rb"\s*[;\t,]\s*|\s+", line.strip())]
+    marks = [mark for mark in (b";", b"\t", b",") if mark in line]  # the first found splits, as in the rows
+    split = rb"\s*" + re.escape(marks[0]) + rb"\s*" if marks else rb"\s+"  # a name may hold spaces: true label
+    names = [name.strip(b"\"'").decode(errors="replace") for name in re.split(split, line.strip())]
     try:
         values = [float(name) for name in names if name]  # an empty cell names nothing: pandas' index column
     except ValueError:
@@ -405,7 +407,9 @@ def label_column(rows, names, path):
     Without such a header, the first; refused where the first holds one value in every row and the
     last looks like labels (several digits 0-9): the first pixels, as MNIST's corner is, would be
     taken for every label. A header of words that names none so (pixel0 ... pixel783 alike) is refused."""
-    named = [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)]
+    names = names if names and len(names) == rows.shape[1] else None  # pixel0 ... pixel783 alone: by position
+    named = ([i for i, name in enumerate(names or ()) if name.lower() in LABEL_NAMES]
+             or [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)])
     if named:
         return named[0]
     if names and not all(name.isdigit() for name in names if name):  # pandas' numbers name no column
@@ -535,14 +539,15 @@ def picture_folders(directory):
     found = {part: the_one(directory, named[split], f"{part} folder")
              for split, part in (("train", "training"), ("t10k", "test"))}
     folders = complete_set(directory, found, "folder")
-    for folder in folders:
+    for folder, part in zip(folders, ("training", "test")):
         others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
         loose = [path.name for path in pictures_of(folder)]
         if others:
             what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
                     f"{' ...' if len(others) > 4 else ''} not named 0 to 9")
         elif loose:
-            unlabelled = "" if digit_folders(folder) else " (unlabelled, as Kaggle's test set: it cannot be scored)"
+            unlabelled = (" (unlabelled, as Kaggle's test set: it cannot be scored)"
+                          if part == "test" and not digit_folders(folder) else "")
             what = (f"{'pictures' if len(loose) > 1 else 'a picture'} {', '.join(loose[:2])}"
                     f"{' ...' if len(loose) > 2 else ''} in no folder 0 to 9{unlabelled}")
         elif not digit_folders(folder):
@@ -751,8 +756,9 @@ def load_directory(directory, verify_pins):
     hints = []  # where the data may be instead: an archive in the folder (~/.keras/datasets), a folder in it (raw/)
     if archives := [path.name for path in visible_files(directory) if path.suffix.lower() == ".npz"]:
         hints.append(f"{' or '.join(archives[:3])} itself")
-    if folders := [folder.name for folder in visible_folders(directory) if holds_a_training_part(folder)]:
-        hints.append(f"one of its folders ({', '.join(folders[:4])}{' ...' if len(folders) > 4 else ''})")
+    if folders := sorted(visible_folders(directory), key=lambda folder: not holds_a_data_part(folder)):
+        hints.append(f"one of its folders ({', '.join(folder.name for folder in folders[:4])}"
+                     f"{' ...' if len(folders) > 4 else ''})")
     hint = f" (give {', or '.join(hints)}?)" if hints else ""
     raise DataError(f"{directory}: no data found: expected the four IDX files of MNIST's layout "
                     "(train-images-idx3-ubyte ...), a training and a test CSV file, four numpy arrays "
@@ -760,9 +766,10 @@ def load_directory(directory, verify_pins):
                     f"pictures in folders 0 to 9 (training/0/1.png ...){hint}")
 
 
-def holds_a_training_part(folder):
-    """Whether a folder holds a file or folder named for a training set (train-images-..., mnist_train.csv, training/)."""
-    return any(names_split(entry, "train") for entry in visible_entries(folder))
+def holds_a_data_part(folder):
+    """Whether a folder holds a .npz, or a data file or folder named for a training set (mnist_train.csv, training/)."""
+    return any(entry.name.lower().endswith(".npz") or (names_split(entry, "train") and (entry.is_dir() or
+               is_data_file(entry))) for entry in visible_entries(folder))
 
 
 def visible_entries(folder):
@@ -774,14 +781,20 @@ def visible_entries(folder):
 
 
 VALIDATION_WORDS = {"val", "valid", "validation", "dev"}
-DATA_SUFFIXES = (*TABLE_SUFFIXES, ".npy", ".npz", ".gz", "-ubyte")
+DATA_SUFFIXES = tuple(suffix + gz for suffix in (*TABLE_SUFFIXES, ".npy", ".npz", "-ubyte") for gz in ("", ".gz"))
 
 
 def validation_parts(directory):
     """The names of a data folder's parts (folders, or data files) named for a validation set, which are not read."""
     return [entry.name for entry in visible_entries(directory)
             if path_words(entry) & VALIDATION_WORDS and not path_words(entry) & set().union(*SPLIT_WORDS.values())
-            and (entry.is_dir() or entry.name.lower().endswith(DATA_SUFFIXES))]
+            and (digit_folders(entry) or any(is_data_file(path) for path in visible_entries(entry))
+                 if entry.is_dir() else is_data_file(entry))]
+
+
+def is_data_file(path):
+    """Whether a path names a file of the kinds a set is made of (CSV, numpy, IDX; gzipped or not)."""
+    return path.is_file() and path.name.lower().endswith(DATA_SUFFIXES)
 
 
 def load_data(path=None):
@@ -2214,9 +2227,7 @@ def preprocess_drawing(gray):
                                             "than the picture as a whole: the paper's edge, not ink?)")
                 del readings[light]
     if not readings:  # say why the usual reading found none: light ink's where the paper is dark, as MNIST's is
-        height, width = gray.shape
-        middle = gray[height // 4:height - height // 4, width // 4:width - width // 4]  # the sheet, not the table
-        refusal = refusals[bool(np.median(middle) < (gray.min() + gray.max()) / 2)]
+        refusal = refusals[bool(np.median(gray) < (gray.min() + gray.max()) / 2)]
         if looks_cropped_to_the_ink(gray):
             raise DataError(f"{str(refusal).removesuffix(')')}; cropped right to the digit? leave some paper around "
                             "it)") from None
@@ -2483,9 +2494,9 @@ def unknown_hint(parser, unknown, predicting):
     if typed.startswith("-") and typed.strip("-"):
         flags = [flag for action in parser._actions for flag in action.option_strings]
         typed = typed if typed.startswith("--") else f"-{typed}"  # -epochs, -e
-        begun = [flag for flag in flags if flag.startswith(typed)]
-        like = begun if len(begun) == 1 else difflib.get_close_matches(typed, flags, 1)
-        return "".join(f"; did you mean {flag}?" for flag in like)
+        begun = [flag for flag in flags if flag.startswith(typed.lower())]
+        like = begun if 0 < len(begun) <= 3 else difflib.get_close_matches(typed.lower(), flags, 1)
+        return f"; did you mean {' or '.join(like)}?" if like else ""
     picture = Path(word).suffix.lower() in PICTURE_SUFFIXES
     if predicting and (picture or os.path.isdir(word)):
         return "; pictures go straight after --predict, before the next flag"
@@ -2541,8 +2552,8 @@ def train_and_report(args):
           f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
     if args.data and (unread := validation_parts(args.data)):
-        print(f"Not read: {', '.join(unread)}: the validation images are drawn from the training set "
-              "(--validation-split).", flush=True)
+        print(f"Not read: {printable(', '.join(unread))}: this script holds out its own validation images from the "
+              "training set (--validation-split).", flush=True)
     if args.dry_run:
         print("Dry run: one epoch on a few images, to check that the run works.", flush=True)
     if warning := missing_digits_warning(y_fit, validation[1]):

@@ -216,6 +216,8 @@ def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeyp
     (["-epochs", "3"], "unrecognized arguments: -epochs 3; did you mean --epochs?"),
     (["\u2014seed", "3"], "unrecognized arguments: \u2014seed 3; did you mean --seed?"),  # a dash typeset, copied
     (["--=3"], "unrecognized arguments: --=3 (see --help)"),
+    (["-p", "a.png"], "unrecognized arguments: -p a.png; did you mean --precision or --predict?"),
+    (["--Epochs", "3"], "did you mean --epochs?"),
     (["--seed", "1", "2"], "unrecognized arguments: 2 (see --help)"),
     (["seven.jpg"], "unrecognized arguments: seven.jpg; to classify pictures: --predict PICTURE ... --model MODEL"),
     (["--predict", "a.png", "--model", "m.keras", "b.PNG"], "b.PNG; pictures go straight after --predict, before"),

@@ -337,6 +337,14 @@ def test_labels_that_are_not_where_they_are_looked_for_are_refused_not_taken_fro
         analysis.load_data(directory)
 
 
+@pytest.mark.parametrize("header", [",".join(f"pixel{i}" for i in range(784)),  # the pixels' names only
+                                    ",".join(["true label", *(f"x_{i}_y_0" for i in range(784))])])  # y in names
+def test_a_csv_header_read_as_its_delimiter_splits_it(tmp_path, header):  # it crashed with an IndexError
+    arrays = synthetic_arrays()
+    directory = write_csv_dir(tmp_path / "set", arrays, ("train.csv", "test.csv"), header=header.encode() + b"\n")
+    assert_holds(analysis.load_data(directory), arrays)
+
+
 @pytest.mark.parametrize("last", ["Digit_Label", "answer"])  # by its words, or as the one named unlike the others
 def test_a_label_column_named_in_other_words_is_found(tmp_path, last):
     arrays = synthetic_arrays()
@@ -526,9 +534,9 @@ def test_a_folder_without_a_dataset_says_what_it_takes(tmp_path):
     np.savez(tmp_path / "mnist.npz", **synthetic_arrays())  # as ~/.keras/datasets holds it
     (tmp_path / "raw").mkdir()  # as torchvision keeps its files
     (tmp_path / "raw" / "train-images-idx3-ubyte").write_bytes(b"")
-    (tmp_path / "out").mkdir()  # no set's: not suggested
+    (tmp_path / "out").mkdir()  # no set's: named after raw
     (tmp_path / "out" / "metrics.json").write_text("{}")
-    with pytest.raises(analysis.DataError, match=r"\(training/0/1.png ...\) \(give mnist.npz itself, or one of its folders \(raw\)\?\)$"):
+    with pytest.raises(analysis.DataError, match=r"\(training/0/1.png ...\) \(give mnist.npz itself, or one of its folders \(raw, out\)\?\)$"):
         analysis.load_data(tmp_path)
 
 
@@ -754,6 +762,7 @@ def unlabelled(folder):
      r"testing: a picture 00003.png in no folder 0 to 9: a set's pictures go in one folder per digit, named for it$"),
     (lambda root: unlabelled(root / "testing"),
      r"testing: pictures 00000.png, 00001.png ... in no folder 0 to 9 \(unlabelled, as Kaggle's test set: it cannot"),
+    (lambda root: unlabelled(root / "training"), r"training: pictures 00000.png, 00001.png ... in no folder 0 to 9: "),
     (lambda root: (root / "training" / "7").rename(root / "training" / "seven"),
      r"training: a folder seven not named 0 to 9: a set's pictures go"),
     (lambda root: [(root / "testing" / str(digit)).rename(root / "testing" / f"digit_{digit}") for digit in range(10)],
@@ -805,7 +814,8 @@ def test_a_validation_set_beside_the_training_and_test_sets_is_named_as_not_read
     write_picture_dirs(tmp_path, synthetic_arrays(), ("train", "test"))
     for name in ("val", "train_val"):  # train_val is named for the training set too: not said
         (tmp_path / name / "3").mkdir(parents=True)
-    for name in ("x_val.npy", "devices.txt", "dev_notes.txt"):
+    for name in ("x_val.npy", "devices.txt", "dev_notes.txt", "dev-notes.tar.gz", "val_logs/log.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert analysis.validation_parts(tmp_path) == ["x_val.npy", "val"]
+    assert analysis.validation_parts(tmp_path) == ["x_val.npy", "val"]  # not the logs, notes or archive
     assert analysis.validation_parts(tmp_path / "x_val.npy") == []  # a file given, not a folder

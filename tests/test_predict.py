@@ -200,7 +200,7 @@ def two_cut_off(ink=1.0, paper=0.0):
     (lambda: np.full((50, 50), 0.8, np.float32), "the picture is blank or nearly uniform"),
     (lambda: two_cut_off(), "runs along the picture's edge"),  # the dark-ink reading's "a blob" (the dark paper)
     (lambda: two_cut_off(ink=0.0, paper=1.0), "runs along the picture's edge"),
-    (lambda: seven_on_a_sheet(0.25, ink=0.9), "blank or nearly uniform"),  # a blank sheet on a table: "like a shadow"
+    (lambda: stroke_image(size=(100, 100), box=(20, 20, 80, 80)), "like a shadow"),  # not "blank" (its black middle)
     (lambda: noisy_page(), "too faint against the picture's noise"),
     (lambda: noisy_page(noise=0.08), "too faint against the picture's noise"),
     (lambda: with_speck(noisy_page(noise=0.01)), "a speck, 0.38 % of the picture across: if it is the digit, crop"),
