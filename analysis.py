@@ -406,7 +406,7 @@ def label_column(rows, names, path):
 
     Without such a header, the first; refused where the first holds one value in every row and the
     last looks like labels (several digits 0-9): the first pixels, as MNIST's corner is, would be
-    taken for every label. A header of words that names none so (pixel0 ... pixel783 alike) is refused."""
+    taken for every label. A header of words, one a column, that names none so (p0 ... p784 alike) is refused."""
     names = names if names and len(names) == rows.shape[1] else None  # pixel0 ... pixel783 alone: by position
     named = ([i for i, name in enumerate(names or ()) if name.lower() in LABEL_NAMES]
              or [i for i, name in enumerate(names or ()) if name_words(name).intersection(LABEL_NAMES)])
