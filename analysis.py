@@ -316,15 +316,19 @@ def complete_set(directory, found, kind="file"):
     """The files (or folders, `kind`) found for each part of a set (None where a part has none), if all are there;
     a refusal naming what is missing, if only some; None, if none."""
     if all(found.values()):
-        if len(set(found.values())) < len(found):  # train_test.csv, named for both
-            twice = next(path for path in found.values() if list(found.values()).count(path) > 1)
-            raise DataError(f"{directory}: {twice.name} is named for both the training and the test set: which is it?")
+        refuse_a_name_for_both(directory, [path.name for path in found.values()])  # train_test.csv
         return list(found.values())
     if any(found.values()):
         present = ", ".join(path.name for path in found.values() if path)
         missing = ", ".join(part for part, path in found.items() if path is None)
         raise DataError(f"{directory}: {present}, but no {missing} {kind} named alike")
     return None
+
+
+def refuse_a_name_for_both(where, names):
+    """Refuse a set whose one file, folder or array was found for two of its parts (train_test.csv)."""
+    if twice := next((name for name in names if names.count(name) > 1), None):
+        raise DataError(f"{where}: {twice} is named for both the training and the test set: which is it?")
 
 
 def read_csv(path):
@@ -438,9 +442,7 @@ def load_npz(path):
         if isinstance(archive, np.ndarray):
             raise DataError(f"{path}: one numpy array, not an archive of the four: give the folder that holds them")
         members = {key: member_for(path, archive.files, key) for key in IDX_NAMES}
-        found = [member for member in members.values() if member]
-        if twice := next((member for member in found if found.count(member) > 1), None):
-            raise DataError(f"{path}: {twice} is named for both the training and the test set: which is it?")
+        refuse_a_name_for_both(path, [member for member in members.values() if member])  # x_train_test
         missing = [key for key, member in members.items() if member is None]
         if missing and archive.files and not any(name.endswith(".npy") for name in archive.zip.namelist()):
             raise DataError(f"{path}: a zip archive of other files than numpy arrays: extract it (unzip FILE) and "
@@ -532,15 +534,17 @@ def picture_folders(directory):
     """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
     ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
     folders; refused, saying why, where those are not one such set."""
-    named = {split: [folder for folder in visible_folders(directory) if names_split(folder, split)
-                     and (visible_folders(folder) or pictures_of(folder))] for split in SPLIT_WORDS}
-    if not any(visible_folders(folder) for folders in named.values() for folder in folders):
+    subfolders = {folder: visible_folders(folder) for folder in visible_folders(directory)  # each listed once
+                  if any(names_split(folder, split) for split in SPLIT_WORDS)}
+    named = {split: [folder for folder, inside in subfolders.items() if names_split(folder, split)
+                     and (inside or pictures_of(folder))] for split in SPLIT_WORDS}
+    if not any(subfolders[folder] for folders in named.values() for folder in folders):
         return None
     found = {part: the_one(directory, named[split], f"{part} folder")
              for split, part in (("train", "training"), ("t10k", "test"))}
     folders = complete_set(directory, found, "folder")
     for folder, part in zip(folders, ("training", "test")):
-        others = [sub.name for sub in visible_folders(folder) if sub.name not in DIGIT_FOLDERS]
+        others = [sub.name for sub in subfolders[folder] if sub.name not in DIGIT_FOLDERS]
         loose = [path.name for path in pictures_of(folder)]
         if others:
             what = (f"{'folders' if len(others) > 1 else 'a folder'} {', '.join(others[:4])}"
@@ -766,6 +770,11 @@ def load_directory(directory, verify_pins):
                     f"pictures in folders 0 to 9 (training/0/1.png ...){hint}")
 
 
+VALIDATION_WORDS = {"val", "valid", "validation", "dev"}
+SPLIT_NAMES = set().union(*SPLIT_WORDS.values())  # train, training, test ...
+DATA_SUFFIXES = tuple(suffix + gz for suffix in (*TABLE_SUFFIXES, ".npy", ".npz", "-ubyte") for gz in ("", ".gz"))
+
+
 def holds_a_data_part(folder):
     """Whether a folder holds a .npz, or a data file or folder named for a training set (mnist_train.csv, training/)."""
     return any(entry.name.lower().endswith(".npz") or (names_split(entry, "train") and (entry.is_dir() or
@@ -780,16 +789,17 @@ def visible_entries(folder):
         return []
 
 
-VALIDATION_WORDS = {"val", "valid", "validation", "dev"}
-DATA_SUFFIXES = tuple(suffix + gz for suffix in (*TABLE_SUFFIXES, ".npy", ".npz", "-ubyte") for gz in ("", ".gz"))
-
-
 def validation_parts(directory):
     """The names of a data folder's parts (folders, or data files) named for a validation set, which are not read."""
     return [entry.name for entry in visible_entries(directory)
-            if path_words(entry) & VALIDATION_WORDS and not path_words(entry) & set().union(*SPLIT_WORDS.values())
-            and (digit_folders(entry) or any(is_data_file(path) for path in visible_entries(entry))
-                 if entry.is_dir() else is_data_file(entry))]
+            if (words := path_words(entry)) & VALIDATION_WORDS and not words & SPLIT_NAMES and is_data_part(entry)]
+
+
+def is_data_part(entry):
+    """Whether a file is a data file, or a folder holds folders 0 to 9 or data files, as a set's parts do."""
+    if entry.is_dir():
+        return bool(digit_folders(entry)) or any(is_data_file(path) for path in visible_entries(entry))
+    return is_data_file(entry)
 
 
 def is_data_file(path):
