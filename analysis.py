@@ -887,12 +887,13 @@ def missing_digits_warning(fit_labels, validation_labels):
 
 
 # ---------------------------------------------------------------------------------------------
-# Cast, scale, one-hot: applied to each batch as it is fed, so the images stay uint8 in memory
+# Cast, scale, one-hot: applied to each batch as it is fed, so the images stay uint8 in memory;
+# in keras.ops, as random_affine below, so that bench/seeds.py can feed them under Keras' JAX backend
 
 
 def cast_to_float32(images):
     """Cast uint8 pixels to float32."""
-    return tf.cast(images, tf.float32)
+    return keras.ops.cast(images, "float32")
 
 
 def scale_to_unit_range(images):
@@ -902,7 +903,7 @@ def scale_to_unit_range(images):
 
 def add_channel_axis(images):
     """Add the trailing channel axis Conv2D expects: N x 28 x 28 -> N x 28 x 28 x 1."""
-    return images[..., tf.newaxis]
+    return images[..., None]
 
 
 def prepare_images(images):
@@ -912,7 +913,7 @@ def prepare_images(images):
 
 def one_hot(labels):
     """One-hot encode digit labels: N integers -> N x 10 float32."""
-    return tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
+    return keras.ops.one_hot(keras.ops.cast(labels, "int32"), NUM_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1183,15 +1184,16 @@ def random_affine(images, uniforms, degrees=8, zoom=0.08, shift=0.08):
     angle = uniforms[:, 0] * math.radians(degrees)
     scale_x, scale_y = 1 + zoom * uniforms[:, 1], 1 + zoom * uniforms[:, 2]
     shift_x, shift_y = shift * width * uniforms[:, 3], shift * height * uniforms[:, 4]
-    cos, sin = tf.cos(angle), tf.sin(angle)
+    ops = keras.ops
+    cos, sin = ops.cos(angle), ops.sin(angle)
     # Each output pixel reads the input at centre + rotation @ scaling @ (pixel - centre) - shift.
     a0, a1, b0, b1 = cos * scale_x, -sin * scale_y, sin * scale_x, cos * scale_y
     centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
     a2 = centre_x - a0 * centre_x - a1 * centre_y - shift_x
     b2 = centre_y - b0 * centre_x - b1 * centre_y - shift_y
-    zero = tf.zeros_like(angle)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=1)
-    return keras.ops.image.affine_transform(images, transforms, fill_mode="constant")
+    zero = ops.zeros_like(angle)
+    transforms = ops.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=1)
+    return ops.image.affine_transform(images, transforms, fill_mode="constant")
 
 
 def unconverted(function):
