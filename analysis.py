@@ -313,8 +313,9 @@ def csv_files(directory):
 
 
 def complete_set(directory, found, kind="file"):
-    """The files (or folders, `kind`) found for each part of a set (None where a part has none), if all are there;
-    a refusal naming what is missing, if only some; None, if none."""
+    """The paths found for every part of a set, if all are there; None, if none; else refused.
+
+    The refusal names what is missing, as a `kind` (file or folder) named alike."""
     if all(found.values()):
         refuse_a_name_for_both(directory, [path.name for path in found.values()])  # train_test.csv
         return list(found.values())
@@ -531,9 +532,11 @@ DIGIT_FOLDERS = [str(digit) for digit in range(NUM_CLASSES)]  # the names of a f
 
 
 def picture_folders(directory):
-    """A folder's training and test folders of pictures, in one subfolder per digit (training/0/1.png ...; testing/
-    ...; as mnist_png and torchvision's ImageFolder lay them out), if it holds folders named for them that hold
-    folders; refused, saying why, where those are not one such set."""
+    """A folder's training and test folders of pictures, one subfolder per digit, or a refusal saying why.
+
+    As mnist_png and torchvision's ImageFolder lay them out (training/0/1.png ...; testing/...): taken
+    where the folder holds folders named for the two parts that hold folders; refused where those are
+    not one such set."""
     subfolders = {folder: visible_folders(folder) for folder in visible_folders(directory)  # each listed once
                   if any(names_split(folder, split) for split in SPLIT_WORDS)}
     named = {split: [folder for folder, inside in subfolders.items() if names_split(folder, split)
@@ -612,8 +615,9 @@ WIDE_MODES = {"I": "32-bit", "F": "floating-point"}  # Pillow's modes of pixels 
 
 
 def set_picture(path, raw):
-    """One of a set's pictures, from its file's bytes, as 28x28 8-bit grey (RGB made grey as Pillow does); one that
-    is not such a picture is refused, named."""
+    """One of a set's pictures, from its file's bytes, as 28x28 8-bit grey.
+
+    RGB is made grey as Pillow does; a file that is not such a picture is refused, named."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below as not 28x28
@@ -738,8 +742,9 @@ def standard_split(images, labels, source, split):
 
 
 def load_directory(directory, verify_pins):
-    """Load a folder of IDX files; where it has none, of four numpy arrays, of a training and a test CSV file, or of
-    a training and a test folder of pictures."""
+    """Load a folder of IDX files, four numpy arrays, a training and a test CSV file, or picture folders.
+
+    The first of these that the folder holds, in that order."""
     if verify_pins or holds_idx_files(directory):
         return load_idx_directory(directory, verify_pins)
     refusals = []  # of files that could be a set's, but several or too few: said where no layout fits
@@ -808,8 +813,9 @@ def is_data_file(path):
 
 
 def load_data(path=None):
-    """Load a dataset from a folder (IDX, CSV, numpy or picture files) or a .npz; the bundled, pin-checked MNIST by
-    default."""
+    """Load a dataset from a folder or a .npz; the bundled, pin-checked MNIST by default.
+
+    A folder may hold IDX, CSV, numpy or picture files (load_directory)."""
     path = Path(path) if path else BUNDLED_DATA
     bundled = path.resolve() == BUNDLED_DATA.resolve()  # data/ or data/mnist may be a link to a shared copy
     if path.is_dir():
@@ -1078,8 +1084,9 @@ def fit_thread_pools_to_quota():
 
 
 def visible_gpus(no_accel):
-    """The GPUs TensorFlow will use, none with --no-accel; looked for with its start-up log silenced (where
-    there is no GPU, CUDA's 'failed call to cuInit' is logged as an error)."""
+    """The GPUs TensorFlow will use (none with --no-accel), looked for with its start-up log silenced.
+
+    Where there is no GPU, CUDA logs its 'failed call to cuInit' as an error."""
     with tensorflow_log_silenced():
         if no_accel:
             tf.config.set_visible_devices([], "GPU")
@@ -1111,8 +1118,9 @@ def configure_runtime(args):
 
 
 def map_parallelism(gpu):
-    """Batches the input stream prepares at once, at least one: with a GPU, all cores but two; on a CPU, whose
-    cores the training step shares, a quarter of them."""
+    """Batches the input stream prepares at once: all cores but two with a GPU, a quarter of them without.
+
+    On a CPU the training step shares the cores; at least one batch either way."""
     cores = usable_cores()
     return max(1, cores - 2) if gpu else max(1, cores // 4)
 
@@ -1268,8 +1276,10 @@ def interruption(signum):
 
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
-    """Let SIGTERM (`timeout`, `kill`, `docker stop`, a job scheduler) stop the run as Ctrl-C does, keeping finished
-    work and leaving no temporary file, where it would otherwise end the process at once; set back after."""
+    """Let SIGTERM stop the run as Ctrl-C does, and set its handler back after.
+
+    `timeout`, `kill`, `docker stop` and job schedulers send it; by default it ends the process at
+    once. Taken as Ctrl-C, it keeps finished work and leaves no temporary file."""
     # not where it is ignored or someone else's, nor in a thread, where signals cannot be handled
     default = (threading.current_thread() is threading.main_thread()
                and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
@@ -1334,8 +1344,9 @@ def stop_on_invalid_loss(model):
 
 
 def progress_display():
-    """Keras' verbosity: its progress bar (1) on a terminal, one line per epoch (2) elsewhere, and where colour is
-    unwanted (NO_COLOR set, or TERM=dumb), since the bar is drawn in colour."""
+    """Keras' verbosity: its progress bar (1) on a terminal, one line per epoch (2) elsewhere.
+
+    Lines, too, where colour is unwanted (NO_COLOR set, or TERM=dumb), since the bar is drawn in colour."""
     colour = not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     return 1 if sys.stdout.isatty() and colour else 2
 
@@ -1498,8 +1509,10 @@ def format_report(loss, accuracy, matrix):
 
 
 def per_class_metrics(labels, predictions):
-    """Precision, recall, F1 and support for each class, from scikit-learn; None where a score divides 0 by 0
-    (a class never predicted has no precision, one the test set lacks no recall)."""
+    """Precision, recall, F1 and support for each class, from scikit-learn.
+
+    None where a score divides 0 by 0: a class never predicted has no precision, one the test set
+    lacks no recall."""
     scores = sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=range(NUM_CLASSES),
                                                              zero_division=np.nan)
     names = ("precision", "recall", "f1-score")
@@ -1508,12 +1521,12 @@ def per_class_metrics(labels, predictions):
 
 
 def per_digit_report(labels, predictions):
-    """scikit-learn's classification_report of the classes labelled or predicted: precision, recall, F1
-    and support of each, then their accuracy and means.
+    """scikit-learn's classification_report of the classes labelled or predicted.
 
-    A set of fewer than ten classes is averaged over its own, not over ten with the absent ones at 0. The
-    table is laid out here, as scikit-learn lays it out, so that the supports stay whole numbers:
-    scikit-learn's own text makes them 1.0 when no answer is right."""
+    Precision, recall, F1 and support of each, then their accuracy and means. A set of fewer than ten
+    classes is averaged over its own, not over ten with the absent ones at 0. The table is laid out
+    here, as scikit-learn lays it out, so that the supports stay whole numbers: scikit-learn's own text
+    makes them 1.0 when no answer is right."""
     present = np.union1d(labels, predictions).astype(int)  # uint64 with int64 would make floats
     report = sklearn.metrics.classification_report(labels, predictions, labels=present, output_dict=True,
                                                    zero_division=0)
@@ -1950,12 +1963,14 @@ def flattened(rgba, most_opaque):
 
 
 def to_8_bits(pixels, floating=False):
-    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value, the brightest
-    0.01 % aside (hot pixels, specks of dust): 1 where it is at most 1; for integers, the white of the fewest
-    bits from 8 to 16 that hold it (10- and 12-bit cameras and scanners fill 16-bit files only in part), or
-    else the largest value itself; for floating point, which has no bits to fill, the largest value itself
-    (a picture of 0 to 1 brightened, or resampled with overshoot, 7 % and more at sharp edges). A value up
-    to 1 % over a white counts as that white."""
+    """An 8-bit grayscale picture from wider pixels, their white guessed from their largest value.
+
+    The brightest 0.01 % are set aside (hot pixels, specks of dust). The white is 1 where that value is
+    at most 1; for integers, the white of the fewest bits from 8 to 16 that hold it (10- and 12-bit
+    cameras and scanners fill 16-bit files only in part), or else the largest value itself; for
+    floating point, which has no bits to fill, the largest value itself (a picture of 0 to 1
+    brightened, or resampled with overshoot, 7 % and more at sharp edges). A value up to 1 % over a
+    white counts as that white."""
     finite = np.isfinite(pixels)
     if not finite.all():  # a float TIFF may hold NaN or infinity
         pixels = np.where(finite, pixels, np.median(pixels[finite]) if finite.any() else 0)
@@ -1991,10 +2006,11 @@ def ink_map(gray, smooth, window, light):
 
 
 def stroke_widths(mask, pieces, count):
-    """Mean stroke width, in pixels, of each of the `count` labelled pieces of a boolean ink mask (index 0:
-    the paper): four times its pixels' mean distance to the paper, less the two that counting whole
-    pixels adds. Exact for straight strokes, 1.5 times the radius for a filled disc; ragged edges
-    hardly change it."""
+    """Mean stroke width, in pixels, of each of the `count` labelled pieces of a boolean ink mask.
+
+    Label 0 is the paper. A piece's width is four times its pixels' mean distance to the paper, less
+    the two that counting whole pixels adds: exact for straight strokes, 1.5 times the radius for a
+    filled disc; ragged edges hardly change it."""
     area = np.bincount(pieces.ravel(), minlength=count + 1)
     depth = np.bincount(pieces.ravel(), scipy.ndimage.distance_transform_edt(mask).ravel(), count + 1)
     return np.where(area > 0, 4 * depth / np.maximum(area, 1) - 2, 0.0)
@@ -2006,8 +2022,7 @@ def stroke_width(mask):
 
 
 def locate_digit(ink):
-    """The digit's strokes and their core (above half strength) as boolean masks, their strength and the
-    picture's noise; or DataError.
+    """The digit's strokes and their core (above half strength) as masks, their strength, the noise; or DataError.
 
     Ink is found where the slightly smoothed ink map stands clear of the paper's noise (with the
     fainter parts of strong strokes), less the lines of ruled paper. Its connected pieces are weighed
@@ -2043,10 +2058,12 @@ def locate_digit(ink):
 
 
 def without_ruled_lines(ink):
-    """The ink map less the lines of ruled paper: two or more thin lines (each under 2 % of the picture
-    thick) running across nine tenths of it, horizontally or vertically. The bars of a tightly
-    cropped digit are thicker, and a single line may be a tightly cropped 1: those stay. Both ways are
-    sought in the whole map, so that squared paper's lines, cut where they cross, are found too."""
+    """The ink map less the lines of ruled paper.
+
+    Those are two or more thin lines (each under 2 % of the picture thick) running across nine tenths
+    of it, horizontally or vertically. The bars of a tightly cropped digit are thicker, and a single
+    line may be a tightly cropped 1: those stay. Both ways are sought in the whole map, so that squared
+    paper's lines, cut where they cross, are found too."""
     ruled = np.zeros_like(ink)
     for axis in (0, 1):
         size = [1, 1]
@@ -2134,9 +2151,9 @@ class Reading(NamedTuple):
 
 
 def read_digit(gray, light):
-    """Find the digit written dark on light paper (or light on a dark board): its strokes, their
-    strength, their contrast with the paper around them, and the ink map; or DataError, saying why.
+    """Find the digit written dark on light paper (or light on a dark board), or DataError saying why.
 
+    Returns its strokes, their strength, their contrast with the paper around them, and the ink map.
     The paper's tone is taken over a window a quarter of the picture wide, or half the digit's size
     where that is more (a tight crop of thick strokes). What is found must look like writing: large
     enough, strokes rather than a blob, well above the noise, standing out from the paper around it,
@@ -2188,8 +2205,10 @@ def on_a_sheet(readings):
 
 
 def looks_cropped_to_the_ink(gray):
-    """Whether a few strokes (one to four) meet each side of the picture while most of its border is paper, as
-    where a picture is cropped right to its digit, which then runs along the edges like a sheet's edge."""
+    """Whether a few strokes (one to four) meet each side of the picture while most of its border is paper.
+
+    So it looks where a picture is cropped right to its digit, which then runs along the edges like a
+    sheet's edge."""
     sides = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
     inked = [np.abs(side - np.median(np.concatenate(sides))) > 0.25 for side in sides]
     strokes = [np.count_nonzero(np.diff(side.astype(np.int8)) == 1) + side[0] for side in inked]
@@ -2286,8 +2305,10 @@ PREDICT_SECONDS = 1.0
 
 
 def print_answers(model, prepared, shift_average):
-    """Classify prepared pictures; print `PATH: DIGIT (confidence C)` or an error line for each, in order, taking
-    it off the list once printed (what Ctrl-C leaves there is still to answer); count the errors."""
+    """Classify prepared pictures and print each answer or error in order; count the errors.
+
+    An answer reads `PATH: DIGIT (confidence C)`. Each picture is taken off the list once printed, so
+    what Ctrl-C leaves there is still to answer."""
     digits = [digit for _, digit, error in prepared if error is None]
     answers = iter(average_views(predict_views(model, np.stack(digits), shift_average)) if digits else [])
     failures = 0
@@ -2321,8 +2342,9 @@ def predict_drawings(model, paths, shift_average=True):
 
 
 def printable(text):
-    """Text (a path, or a message naming one) on one line: control characters, line and paragraph
-    separators and bytes not UTF-8 escaped."""
+    """Text (a path, or a message naming one) on one line.
+
+    Control characters, line and paragraph separators and bytes not UTF-8 are escaped."""
     text = os.fsencode(text).decode("utf-8", "backslashreplace")
     return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]",
                   lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 0x100 else f"\\u{ord(match[0]):04x}", text)
@@ -2553,8 +2575,9 @@ HISTORY_NAMES = {"loss": "training_label_smoothed_cross_entropy", "accuracy": "t
 
 
 def train_and_report(args):
-    """Load, prepare, build, compile, fit, calibrate, evaluate, write the files asked for and report; return the
-    exit status (1: a file could not be written)."""
+    """Load, prepare, build, compile, fit, calibrate, evaluate, write the files asked for and report.
+
+    Returns the exit status (1: a file could not be written)."""
     runtime = configure_runtime(args)
     started = time.perf_counter()
     data = load_data(args.data)
@@ -2728,8 +2751,9 @@ class OutputOutlivingItsReader:
 
 
 def train_keeping_the_files(args):
-    """train_and_report, going on to write the files asked for even when the reader of its output (standard
-    output, or both streams: `2>&1 | head`) has gone."""
+    """train_and_report, writing the files asked for even when the reader of its output has gone.
+
+    The reader of standard output, or of both streams (`2>&1 | head`)."""
     streams = sys.stdout, sys.stderr = OutputOutlivingItsReader(sys.stdout), OutputOutlivingItsReader(sys.stderr)
     try:
         status = train_and_report(args)
@@ -2739,8 +2763,10 @@ def train_keeping_the_files(args):
 
 
 def closed_streams_to_devnull():
-    """Give a standard output or error that was closed (`2>&-`), which Python leaves as None, os.devnull
-    instead, under its own number where that is free: the script, Keras and TensorFlow write to them."""
+    """Give a closed standard output or error (`2>&-`) os.devnull instead.
+
+    Python leaves such a stream as None, while the script, Keras and TensorFlow write to it; the
+    stand-in takes the stream's own number where that is free."""
     for number, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
@@ -2769,8 +2795,9 @@ def check_paths(args):
 
 
 def main(argv=None):
-    """Run the command line; return the exit status (0 success, 1 error, 130 Ctrl-C, 141 closed pipe, 143 SIGTERM),
-    or exit with 2 on a usage error."""
+    """Run the command line; return the exit status, or exit with 2 on a usage error.
+
+    0 success, 1 error, 130 Ctrl-C, 141 closed pipe, 143 SIGTERM."""
     closed_streams_to_devnull()
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
