@@ -1263,38 +1263,51 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
 class Terminated(KeyboardInterrupt):
     """SIGTERM, taken as Ctrl-C is, and told apart by its exit status (143 as the shell reports it; Ctrl-C's 130)."""
 
+    status, word = 143, "terminated"
+
+
+class HungUp(Terminated):
+    """SIGHUP (its terminal closed, or `kill -HUP`), taken as SIGTERM is; exit status 129."""
+
+    status, word = 129, "hung up"
+
+
+# The signals that stop a run as Ctrl-C does, by default ending the process at once (Windows has no SIGHUP)
+STOPPED_BY = {signal.SIGTERM: Terminated, **({signal.SIGHUP: HungUp} if hasattr(signal, "SIGHUP") else {})}
+
 
 def raise_terminated(signum, frame):
-    """SIGTERM's handler while main() runs."""
-    raise Terminated
+    """The handler of SIGTERM and SIGHUP while main() runs."""
+    raise STOPPED_BY[signum]
 
 
 def interruption(signum):
     """The exception that stops the run for this signal."""
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    return STOPPED_BY.get(signum, KeyboardInterrupt)()
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """Let SIGTERM stop the run as Ctrl-C does, and set its handler back after.
+def stop_signals_as_ctrl_c():
+    """Let SIGTERM and SIGHUP stop the run as Ctrl-C does, and set their handlers back after.
 
-    `timeout`, `kill`, `docker stop` and job schedulers send it; by default it ends the process at
-    once. Taken as Ctrl-C, it keeps finished work and leaves no temporary file."""
-    # not where it is ignored or someone else's, nor in a thread, where signals cannot be handled
-    default = (threading.current_thread() is threading.main_thread()
-               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
-    if default:
-        signal.signal(signal.SIGTERM, raise_terminated)
+    `timeout`, `kill`, `docker stop` and job schedulers send SIGTERM, a closed terminal SIGHUP; by
+    default each ends the process at once. Taken as Ctrl-C, they keep finished work and leave no
+    temporary file."""
+    # not where one is ignored (nohup) or someone else's, nor in a thread, where signals cannot be handled
+    default = [number for number in STOPPED_BY if threading.current_thread() is threading.main_thread()
+               and signal.getsignal(number) == signal.SIG_DFL]
+    for number in default:
+        signal.signal(number, raise_terminated)
     try:
         yield
     finally:
-        if default:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for number in default:
+            signal.signal(number, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold Ctrl-C (and SIGTERM) through the block; yield a function that returns the interruption due, or None.
+    """Hold Ctrl-C (and SIGTERM, SIGHUP) through the block; yield a function that returns the interruption due, or None.
 
     A second press stops at once."""
     pressed = []
@@ -1305,7 +1318,7 @@ def ctrl_c_held():
         pressed.append(signum)
 
     # only where this script's handlers are set, not where the signal is ignored or someone else's
-    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_terminated}
+    own = {signal.SIGINT: signal.default_int_handler, **dict.fromkeys(STOPPED_BY, raise_terminated)}
     held = [number for number, handler in own.items() if signal.getsignal(number) is handler]
     for number in held:
         signal.signal(number, hold)
@@ -2668,7 +2681,7 @@ def train_and_report(args):
 
 
 def interruption_after_saving(interrupt, trained, calibrated, path):
-    """Save the model after Ctrl-C (or SIGTERM) stopped the calibration or evaluation; return the interruption.
+    """Save the model after Ctrl-C (or SIGTERM, SIGHUP) stopped the calibration or evaluation; return the interruption.
 
     The model is saved uncalibrated where `calibrated` is None, and a save that failed is named."""
     try:
@@ -2797,12 +2810,12 @@ def check_paths(args):
 def main(argv=None):
     """Run the command line; return the exit status, or exit with 2 on a usage error.
 
-    0 success, 1 error, 130 Ctrl-C, 141 closed pipe, 143 SIGTERM."""
+    0 success, 1 error, 129 SIGHUP, 130 Ctrl-C, 141 closed pipe, 143 SIGTERM."""
     closed_streams_to_devnull()
     args, parser = parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # print file names that are not valid UTF-8 escaped, never fail on them
         sys.stdout.reconfigure(errors="backslashreplace")
-    with sigterm_as_ctrl_c():
+    with stop_signals_as_ctrl_c():
         try:
             check_paths(args)
             if not args.predict and surely_on_the_cpu(args.no_accel):
@@ -2820,10 +2833,9 @@ def main(argv=None):
                 return train_keeping_the_files(args)
             return train_and_report(args)
         except KeyboardInterrupt as interrupt:
-            terminated = isinstance(interrupt, Terminated)
-            print("; ".join([f"error: {'terminated' if terminated else 'interrupted'}", *map(str, interrupt.args)]),
-                  file=sys.stderr)
-            return 143 if terminated else 130
+            word = interrupt.word if isinstance(interrupt, Terminated) else "interrupted"
+            print("; ".join([f"error: {word}", *map(str, interrupt.args)]), file=sys.stderr)
+            return interrupt.status if isinstance(interrupt, Terminated) else 130
         except UsageError as error:
             parser.error(printable(str(error)))  # exits with 2
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
@@ -2859,7 +2871,8 @@ def error_message(error):
 
 if __name__ == "__main__":
     status = main()
-    if status in (130, 143):  # Ctrl-C or SIGTERM: skip the teardown, where half-started TensorFlow objects complain
+    # Stopped by SIGHUP, Ctrl-C or SIGTERM: skip the teardown, where half-started TensorFlow objects complain
+    if status in (129, 130, 143):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

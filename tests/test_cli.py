@@ -669,7 +669,8 @@ def test_ctrl_c_stops_the_writes_that_are_left():
 
 
 # Ctrl-C, and `timeout`'s or a scheduler's request, with the statuses the shell gives a process either ended
-STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: terminated")]
+STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: terminated"),
+         *([("SIGHUP", 129, "error: hung up")] if hasattr(signal, "SIGHUP") else [])]  # a closed terminal's
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
