@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -1278,11 +1279,19 @@ STOPPED_BY = {signal.SIGTERM: Terminated, **({signal.SIGHUP: HungUp} if hasattr(
 
 def raise_terminated(signum, frame):
     """The handler of SIGTERM and SIGHUP while main() runs."""
-    raise STOPPED_BY[signum]
+    raise interruption(signum)
 
 
 def interruption(signum):
-    """The exception that stops the run for this signal."""
+    """The exception that stops the run for this signal.
+
+    After SIGHUP the terminal has gone, and a line written to it would fail (EIO) in place of the
+    run's own ending: the standard streams that went to a terminal go to os.devnull instead."""
+    if STOPPED_BY.get(signum) is HungUp:
+        for number in (1, 2):
+            with contextlib.suppress(OSError):
+                if stat.S_ISCHR(os.fstat(number).st_mode):  # a terminal (or os.devnull), not a pipe or a file
+                    descriptor_to_devnull(number)
     return STOPPED_BY.get(signum, KeyboardInterrupt)()
 
 
