@@ -673,6 +673,20 @@ STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: termina
          *([("SIGHUP", 129, "error: hung up")] if hasattr(signal, "SIGHUP") else [])]  # a closed terminal's
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty") or not hasattr(signal, "SIGHUP"), reason="no terminals to hang up")
+def test_after_sighup_the_streams_to_the_terminal_go_to_devnull_and_pipes_stay():  # writing to it would fail (EIO)
+    controller, terminal = os.openpty()
+    check = ("import os, signal, sys, analysis; analysis.interruption(signal.SIGHUP); devnull = os.stat(os.devnull); "
+             "print(*(os.path.samestat(os.fstat(number), devnull) for number in (1, 2)), file=sys.stderr)")
+    try:
+        process = subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, stdout=terminal, stderr=subprocess.PIPE,
+                                 text=True, timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.stderr.split() == ["True", "False"]  # the terminal's stdout dropped, the piped stderr kept
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
 @pytest.mark.parametrize("stop, status_expected, line", STOPS)
 def test_ctrl_c_lets_the_model_being_saved_end_and_stops_the_rest(tmp_path, monkeypatch, python_ctrl_c, stop,
