@@ -679,8 +679,8 @@ def test_after_sighup_the_streams_to_the_terminal_go_to_devnull_and_pipes_stay()
     check = ("import os, signal, sys, analysis; analysis.interruption(signal.SIGHUP); devnull = os.stat(os.devnull); "
              "print(*(os.path.samestat(os.fstat(number), devnull) for number in (1, 2)), file=sys.stderr)")
     try:
-        process = subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, stdout=terminal, stderr=subprocess.PIPE,
-                                 text=True, timeout=60)
+        process = subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, stdout=terminal,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(controller)
         os.close(terminal)
