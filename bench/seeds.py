@@ -6,7 +6,7 @@ so three seeds cannot rank them. Here one compiled program trains every seed of 
 augmentation and per-seed validation split, and each candidate is set against the recipe seed by
 seed. Not the script's own runs (TensorFlow, tf.data): the same recipe, not the same numbers.
 
-    python bench/seeds.py [--seeds 32] [--budget 420] [--only recipe,...]
+    python bench/seeds.py [--seeds 32] [--budget 600] [--only "recipe,8 epochs"]
 """
 import argparse
 import dataclasses
@@ -66,7 +66,8 @@ VIEW_SETS = {"one view": ("image",), "five views": SHIFTS,
 def build(recipe, total_steps):
     """The recipe's network, compiled by analysis.py, with the candidate's dropout and label smoothing."""
     keras.mixed_precision.set_global_policy(recipe.precision)
-    model = analysis.compile_model(analysis.build_model(analysis.batchnorm_momentum(total_steps)), recipe.lr, total_steps)
+    network = analysis.build_model(analysis.batchnorm_momentum(total_steps))
+    model = analysis.compile_model(network, recipe.lr, total_steps)
     next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)).rate = recipe.dropout
     model.optimizer.build(model.trainable_variables)
     return model, keras.losses.CategoricalCrossentropy(label_smoothing=recipe.smoothing)
@@ -84,7 +85,9 @@ def initial_state(recipe, seeds, total_steps):
 
 
 def splits(seeds, count):
-    """Each seed's fit and validation indices into the training set, as analysis.split_holdout draws them."""
+    """Each seed's fit and validation indices into the training set, as analysis.split_data draws them from all of it.
+
+    (The quick check's --train-samples takes the first images, where split_data draws them at random.)"""
     orders = [np.random.default_rng(int(seed)).permutation(count) for seed in seeds]
     held = round(count * VALIDATION_SPLIT)
     return np.stack([order[held:] for order in orders]), np.stack([order[:held] for order in orders])
@@ -147,16 +150,16 @@ def views(images):
     return prepared
 
 
-def accuracies(log_probabilities, weights, images, labels):
+def accuracies(log_probabilities, weights, prepared_views, labels):
     """Each view set's accuracy for one seed's weights, the views' log-probabilities averaged."""
     logs = {name: np.concatenate([np.asarray(log_probabilities(*weights, view[start:start + 2000]))
                                   for start in range(0, len(view), 2000)])
-            for name, view in views(images).items()}
+            for name, view in prepared_views.items()}
     return {name: float(np.mean(np.mean([logs[view] for view in names], 0).argmax(1) == labels))
             for name, names in VIEW_SETS.items()}
 
 
-def run(name, recipe, seeds, data, out):
+def run(name, recipe, seeds, data, test_views):
     """Train every seed of one candidate; score each on its validation split and the test set."""
     started = time.perf_counter()
     fit_count = len(data.x_train) - round(len(data.x_train) * VALIDATION_SPLIT)
@@ -180,18 +183,15 @@ def run(name, recipe, seeds, data, out):
     for number, seed in enumerate(seeds):
         weights = [[value[number] for value in group] for group in trained[:2]]  # its weights and statistics
         row = {"seed": int(seed)}
-        for split, (split_images, split_labels) in {
-                "validation": (data.x_train[validation_indices[number]], data.y_train[validation_indices[number]]),
-                "test": (data.x_test, data.y_test)}.items():
-            for view_set, accuracy in accuracies(log_probabilities, weights, split_images, split_labels).items():
+        held = validation_indices[number]
+        for split, (split_views, split_labels) in {"validation": (views(data.x_train[held]), data.y_train[held]),
+                                                   "test": (test_views, data.y_test)}.items():
+            for view_set, accuracy in accuracies(log_probabilities, weights, split_views, split_labels).items():
                 row[f"{split}, {view_set}"] = accuracy
         rows.append(row)
-    result = {"candidate": name, "recipe": dataclasses.asdict(recipe), "seeds": rows,
-              "prepare_and_compile_seconds": compiled_at - started,
-              "train_seconds": trained_seconds, "seconds": time.perf_counter() - started}
-    with open(out, "a") as file:
-        file.write(json.dumps(result) + "\n")
-    return result
+    return {"candidate": name, "recipe": dataclasses.asdict(recipe), "seeds": rows,
+            "prepare_and_compile_seconds": compiled_at - started,
+            "train_seconds": trained_seconds, "seconds": time.perf_counter() - started}
 
 
 def summary(result, baseline):
@@ -199,12 +199,15 @@ def summary(result, baseline):
     def column(rows, key):
         return np.array([row[key] for row in rows]) * 100
 
+    def mean_and_error(values, sign=""):
+        return f"{values.mean():{sign}.3f} ± {values.std(ddof=1) / len(values) ** 0.5:.3f}"
+
     validation, test = column(result["seeds"], "validation, five views"), column(result["seeds"], "test, five views")
-    line = (f"{result['candidate']:32s} validation {validation.mean():.3f} ± {validation.std(ddof=1) / len(validation) ** 0.5:.3f}"
-            f"  test {test.mean():.3f} (median {np.median(test):.2f}, {np.mean(test >= 99.65) * 100:.0f} % of seeds >= 99.65)")
+    line = (f"{result['candidate']:32s} validation {mean_and_error(validation)}  test {test.mean():.3f} "
+            f"(median {np.median(test):.2f}, {np.mean(test >= 99.65) * 100:.0f} % of seeds >= 99.65)")
     if baseline is not None and baseline is not result:  # run with the recipe
         difference = validation - column(baseline["seeds"], "validation, five views")
-        line += f"  paired validation difference {difference.mean():+.3f} ± {difference.std(ddof=1) / len(difference) ** 0.5:.3f}"
+        line += f"  paired validation difference {mean_and_error(difference, '+')}"
     return (line + f"  [{result['prepare_and_compile_seconds']:.0f} s preparing and compiling, "
                    f"{result['train_seconds']:.0f} s training, {result['seconds']:.0f} s in all]")
 
@@ -212,7 +215,8 @@ def summary(result, baseline):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=32, help="seeds 1..N of every candidate")
-    parser.add_argument("--budget", type=float, default=420, help="start no candidate after this many seconds")
+    parser.add_argument("--budget", type=float, default=600, help="start no candidate after this many seconds "
+                        "(all nine took 651 s on an H200)")
     parser.add_argument("--only", help="comma-separated candidate names (default: all, in order)")
     parser.add_argument("--train-samples", type=int, help="train on this many images (a quick check of the script)")
     parser.add_argument("--epochs", type=int, help="every candidate's epochs (a quick check of the script)")
@@ -221,26 +225,33 @@ def main():
     analysis.keras = keras  # import_libraries would force the TensorFlow backend
     keras.config.set_image_data_format("channels_last")
     jax.config.update("jax_default_matmul_precision", "highest")  # float32 evaluated in float32 on a GPU, not TF32
-    print("jax", jax.__version__, "keras", keras.__version__, "devices", jax.devices(), flush=True)
+    setting = {"command": sys.argv, "jax": jax.__version__, "keras": keras.__version__,
+               "device": str(jax.devices()[0].device_kind), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(setting, flush=True)
     data = analysis.load_data()
     if args.train_samples:
-        data = dataclasses.replace(data, x_train=data.x_train[:args.train_samples], y_train=data.y_train[:args.train_samples])
+        count = args.train_samples
+        data = dataclasses.replace(data, x_train=data.x_train[:count], y_train=data.y_train[:count])
     seeds = list(range(1, args.seeds + 1))
     names = args.only.split(",") if args.only else list(CANDIDATES)
     out = Path(args.out) / "seeds.jsonl"
+    test_views = views(data.x_test)
     started, baseline = time.perf_counter(), None
     for name in names:
         if time.perf_counter() - started > args.budget:
             print(f"budget spent: {name} and after not run", flush=True)
             break
         recipe = CANDIDATES[name] if not args.epochs else dataclasses.replace(CANDIDATES[name], epochs=args.epochs)
-        result = run(name, recipe, seeds, data, out)
+        result = {**run(name, recipe, seeds, data, test_views), **setting}
+        with open(out, "a") as file:
+            file.write(json.dumps(result) + "\n")
         baseline = result if name == "recipe" else baseline  # the others are set against it, seed by seed
         print(summary(result, baseline), flush=True)
         if name == "recipe":
             for view_set in VIEW_SETS:
-                print(f"  recipe, {view_set:22s} validation {np.mean([row[f'validation, {view_set}'] for row in result['seeds']]) * 100:.3f}"
-                      f"  test {np.mean([row[f'test, {view_set}'] for row in result['seeds']]) * 100:.3f}", flush=True)
+                means = [np.mean([row[f"{split}, {view_set}"] for row in result["seeds"]]) * 100
+                         for split in ("validation", "test")]
+                print(f"  recipe, {view_set:30s} validation {means[0]:.3f}  test {means[1]:.3f}", flush=True)
 
 
 if __name__ == "__main__":
