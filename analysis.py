@@ -422,8 +422,9 @@ def label_column(rows, names, path):
         shapes = [re.sub(r"\d+", "#", name) for name in names]  # pixel0 and pixel783 alike: pixel#
         unlike = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
         if len(unlike) != 1:
+            several = f", and {len(unlike)} unlike the rest ({', '.join(names[i] for i in unlike[:4])})" if unlike else ""
             raise DataError(f"{path}: its header ({', '.join(names[:2])}, ...) names no column "
-                            f"{', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}: name the labels' column label")
+                            f"{', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}{several}: name the labels' column label")
         return unlike[0]
     first, last = rows[:, 0], rows[:, -1]
     if (first == first[0]).all() and np.unique(last).size > 1 and np.isin(last, range(NUM_CLASSES)).all():

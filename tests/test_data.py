@@ -327,6 +327,8 @@ def label_last(arrays, key):
     (b"", r"train.csv: its first column holds 0 in every row and its last looks like labels: put the label first"),
     (",".join(f"p{i}" for i in range(785)).encode() + b"\n",  # a header of words naming no label column
      r"train.csv: its header \(p0, p1, ...\) names no column label, labels, class, category, target, y or digit: "),
+    (",".join(["id", *(f"p{i}" for i in range(1, 784)), "answer"]).encode() + b"\n",  # which of two is the label?
+     r"train.csv: its header \(id, p1, ...\) names no column label, .* or digit, and 2 unlike the rest \(id, answer\): "),
 ])
 def test_labels_that_are_not_where_they_are_looked_for_are_refused_not_taken_from_the_pixels(tmp_path, header, error):
     arrays = synthetic_arrays()
