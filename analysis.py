@@ -422,7 +422,8 @@ def label_column(rows, names, path):
         shapes = [re.sub(r"\d+", "#", name) for name in names]  # pixel0 and pixel783 alike: pixel#
         unlike = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
         if len(unlike) != 1:
-            several = f", and {len(unlike)} unlike the rest ({', '.join(names[i] for i in unlike[:4])})" if unlike else ""
+            several = (f", and {len(unlike)} unlike the rest ({', '.join(names[i] for i in unlike[:4])}"
+                       f"{', ...' if len(unlike) > 4 else ''})" if 1 < len(unlike) < len(names) else "")
             raise DataError(f"{path}: its header ({', '.join(names[:2])}, ...) names no column "
                             f"{', '.join(LABEL_NAMES[:-1])} or {LABEL_NAMES[-1]}{several}: name the labels' column label")
         return unlike[0]
@@ -1088,7 +1089,7 @@ def fit_thread_pools_to_quota():
 def visible_gpus(no_accel):
     """The GPUs TensorFlow will use (none with --no-accel), looked for with its start-up log silenced.
 
-    Where there is no GPU, CUDA logs its 'failed call to cuInit' as an error."""
+    Silenced, since where there is no GPU CUDA logs its 'failed call to cuInit' as an error."""
     with tensorflow_log_silenced():
         if no_accel:
             tf.config.set_visible_devices([], "GPU")
@@ -1286,12 +1287,17 @@ def raise_terminated(signum, frame):
 def interruption(signum):
     """The exception that stops the run for this signal.
 
-    After SIGHUP the terminal has gone, and a line written to it would fail (EIO) in place of the
-    run's own ending: the standard streams that went to a terminal go to os.devnull instead."""
+    After SIGHUP from a closed terminal, a line written to it would fail (EIO) in place of the run's
+    own ending: the standard streams that went to it go to os.devnull instead. A closed terminal
+    sends SIGHUP twice (its shell passes one on, the kernel sends another as the shell exits): the
+    second is ignored, not taken for a second press that would stop the model being saved."""
     if STOPPED_BY.get(signum) is HungUp:
+        with contextlib.suppress(ValueError):  # outside the main thread, where no handler is set either
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for number in (1, 2):
             with contextlib.suppress(OSError):
-                if stat.S_ISCHR(os.fstat(number).st_mode):  # a terminal (or os.devnull), not a pipe or a file
+                # a character device that is no longer a terminal: one hung up (os.devnull, too, harmlessly)
+                if stat.S_ISCHR(os.fstat(number).st_mode) and not os.isatty(number):
                     descriptor_to_devnull(number)
     return STOPPED_BY.get(signum, KeyboardInterrupt)()
 
@@ -1323,9 +1329,10 @@ def ctrl_c_held():
     pressed = []
 
     def hold(signum, frame):
-        if pressed:
+        if not pressed:
+            pressed.append(signum)
+        elif STOPPED_BY.get(signum) is not HungUp:  # a closed terminal's second SIGHUP is no second press
             raise interruption(signum)
-        pressed.append(signum)
 
     # only where this script's handlers are set, not where the signal is ignored or someone else's
     own = {signal.SIGINT: signal.default_int_handler, **dict.fromkeys(STOPPED_BY, raise_terminated)}
@@ -1336,7 +1343,8 @@ def ctrl_c_held():
         yield lambda: interruption(pressed[0]) if pressed else None
     finally:
         for number in held:
-            signal.signal(number, own[number])
+            if signal.getsignal(number) is hold:  # not where SIGHUP has since been ignored (interruption)
+                signal.signal(number, own[number])
 
 
 @contextlib.contextmanager
@@ -2623,16 +2631,18 @@ def train_and_report(args):
     model = compile_model(build_model(batchnorm_momentum(total_steps), name), args.lr, total_steps, runtime.xla,
                           per_execution)
     started = time.perf_counter()
-    history = fit(model, (x_fit, y_fit), validation, args.epochs, steps, args.batch_size, args.seed,
-                  map_parallelism(runtime.gpu), verbose=progress_display())
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
     calibrated = None
     try:
+        history = fit(model, (x_fit, y_fit), validation, args.epochs, steps, args.batch_size, args.seed,
+                      map_parallelism(runtime.gpu), verbose=progress_display())
+        fit_seconds = time.perf_counter() - started
+        started = time.perf_counter()
         calibrated, calibration = calibrate(model, validation, args.shift_average)
         test_views = predict_views(calibrated, x_test, args.shift_average)
     except KeyboardInterrupt as interrupt:
-        if args.save_model:  # the training, the long part, is done: keep what was asked for
+        # Once every step has run (a press in the last validation counts), the training, the long part,
+        # is done: keep what was asked for
+        if args.save_model and int(model.optimizer.iterations) >= total_steps:
             raise interruption_after_saving(interrupt, model, calibrated, args.save_model) from None
         raise
     if not np.isfinite(test_views).all():  # without a holdout, nothing else would show it

@@ -674,17 +674,23 @@ STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: termina
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty") or not hasattr(signal, "SIGHUP"), reason="no terminals to hang up")
-def test_after_sighup_the_streams_to_the_terminal_go_to_devnull_and_pipes_stay():  # writing to it would fail (EIO)
-    controller, terminal = os.openpty()
-    check = ("import os, signal, sys, analysis; analysis.interruption(signal.SIGHUP); devnull = os.stat(os.devnull); "
+@pytest.mark.parametrize("hung_up", [True, False])
+def test_after_sighup_a_hung_up_terminal_goes_to_devnull_a_live_one_and_pipes_stay(hung_up):  # EIO, else
+    check = ("import os, signal, sys, analysis; sys.stdin.readline(); analysis.interruption(signal.SIGHUP); "
+             "devnull = os.stat(os.devnull); "
              "print(*(os.path.samestat(os.fstat(number), devnull) for number in (1, 2)), file=sys.stderr)")
+    controller, terminal = os.openpty()
     try:
-        process = subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, stdout=terminal,
-                                 stderr=subprocess.PIPE, text=True, timeout=60)
+        process = subprocess.Popen([sys.executable, "-c", check], cwd=ROOT, stdin=subprocess.PIPE, stdout=terminal,
+                                   stderr=subprocess.PIPE, text=True)
+        if hung_up:
+            os.close(controller)  # the terminal's window closed
+        _, stderr = process.communicate("go\n", timeout=60)
     finally:
-        os.close(controller)
         os.close(terminal)
-    assert process.stderr.split() == ["True", "False"]  # the terminal's stdout dropped, the piped stderr kept
+        if not hung_up:
+            os.close(controller)
+    assert stderr.split() == [str(hung_up), "False"]  # stdout on the terminal dropped only if it has gone; stderr kept
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
@@ -730,6 +736,36 @@ def test_ctrl_c_after_training_still_saves_the_model_asked_for(tmp_path, monkeyp
     assert ("not calibrated" in stdout) != calibrated and "Loss:" not in stdout
     assert (analysis.load_trained_model(model).get_layer("temperature").scale != 1) == calibrated
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("after_the_last_step", [True, False])
+def test_ctrl_c_that_fit_raises_after_the_last_step_still_saves_the_model(tmp_path, monkeypatch, after_the_last_step):
+    fit = analysis.fit
+
+    def pressed(*args, **kwargs):  # as in the last epoch's validation, or as the block around model.fit ends
+        if after_the_last_step:
+            fit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis, "fit", pressed)
+    model = tmp_path / "m.keras"
+    status, stdout, stderr = run_main([*SMOKE, "--save-model", model])
+    assert status == 130 and script_lines(stderr) == ["error: interrupted"]
+    assert model.exists() == after_the_last_step == ("not calibrated" in stdout)  # a half-trained one is not kept
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
+def test_a_closed_terminals_second_sighup_is_not_taken_for_a_second_press():  # its shell's, then the kernel's
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_DFL:
+        pytest.skip("SIGHUP is not at its default here (nohup?), so the script leaves it alone")
+    with analysis.stop_signals_as_ctrl_c():
+        with analysis.ctrl_c_held() as pressed:
+            signal.raise_signal(signal.SIGHUP)
+            signal.raise_signal(signal.SIGHUP)  # held too, not raised into the model being saved
+            interrupt = pressed()
+        assert type(interrupt) is analysis.HungUp
+        signal.raise_signal(signal.SIGHUP)  # nor after, while the finished training is saved
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # as it was found
 
 
 def test_a_save_that_fails_after_ctrl_c_is_named_in_the_one_line(tmp_path, monkeypatch):
