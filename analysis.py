@@ -1281,25 +1281,29 @@ STOPPED_BY = {signal.SIGTERM: Terminated, **({signal.SIGHUP: HungUp} if hasattr(
 
 def raise_terminated(signum, frame):
     """The handler of SIGTERM and SIGHUP while main() runs."""
+    if STOPPED_BY[signum] is HungUp:
+        after_hang_up()
     raise interruption(signum)
 
 
 def interruption(signum):
-    """The exception that stops the run for this signal.
-
-    After SIGHUP from a closed terminal, a line written to it would fail (EIO) in place of the run's
-    own ending: the standard streams that went to it go to os.devnull instead. A closed terminal
-    sends SIGHUP twice (its shell passes one on, the kernel sends another as the shell exits): the
-    second is ignored, not taken for a second press that would stop the model being saved."""
-    if STOPPED_BY.get(signum) is HungUp:
-        with contextlib.suppress(ValueError):  # outside the main thread, where no handler is set either
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        for number in (1, 2):
-            with contextlib.suppress(OSError):
-                # a character device that is no longer a terminal: one hung up (os.devnull, too, harmlessly)
-                if stat.S_ISCHR(os.fstat(number).st_mode) and not os.isatty(number):
-                    descriptor_to_devnull(number)
+    """The exception that stops the run for this signal."""
     return STOPPED_BY.get(signum, KeyboardInterrupt)()
+
+
+def after_hang_up():
+    """Ignore SIGHUP from now on, and send the standard streams on a terminal that has gone to os.devnull.
+
+    A closed terminal sends SIGHUP twice (its shell passes one on, the kernel sends another as the
+    shell exits): the second must not stop the model being saved. And a line written to the closed
+    terminal would fail (EIO) in place of the run's own ending. Called by the signal handlers, so in
+    the main thread."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for number in (1, 2):
+        with contextlib.suppress(OSError):
+            # a character device that is no longer a terminal: one hung up (os.devnull, too, harmlessly)
+            if stat.S_ISCHR(os.fstat(number).st_mode) and not os.isatty(number):
+                descriptor_to_devnull(number)
 
 
 @contextlib.contextmanager
@@ -1329,9 +1333,12 @@ def ctrl_c_held():
     pressed = []
 
     def hold(signum, frame):
+        hung_up = STOPPED_BY.get(signum) is HungUp
+        if hung_up:
+            after_hang_up()
         if not pressed:
             pressed.append(signum)
-        elif STOPPED_BY.get(signum) is not HungUp:  # a closed terminal's second SIGHUP is no second press
+        elif not hung_up:  # closing the terminal after Ctrl-C is no second press
             raise interruption(signum)
 
     # only where this script's handlers are set, not where the signal is ignored or someone else's
@@ -1343,7 +1350,7 @@ def ctrl_c_held():
         yield lambda: interruption(pressed[0]) if pressed else None
     finally:
         for number in held:
-            if signal.getsignal(number) is hold:  # not where SIGHUP has since been ignored (interruption)
+            if signal.getsignal(number) is hold:  # not where SIGHUP has since been ignored (after_hang_up)
                 signal.signal(number, own[number])
 
 
@@ -2631,7 +2638,7 @@ def train_and_report(args):
     model = compile_model(build_model(batchnorm_momentum(total_steps), name), args.lr, total_steps, runtime.xla,
                           per_execution)
     started = time.perf_counter()
-    calibrated = None
+    calibrated = history = None
     try:
         history = fit(model, (x_fit, y_fit), validation, args.epochs, steps, args.batch_size, args.seed,
                       map_parallelism(runtime.gpu), verbose=progress_display())
@@ -2640,6 +2647,8 @@ def train_and_report(args):
         calibrated, calibration = calibrate(model, validation, args.shift_average)
         test_views = predict_views(calibrated, x_test, args.shift_average)
     except KeyboardInterrupt as interrupt:
+        if history is None and progress_display() == 1:
+            print(flush=True)  # end the progress bar's line, cut off
         # Once every step has run (a press in the last validation counts), the training, the long part,
         # is done: keep what was asked for
         if args.save_model and int(model.optimizer.iterations) >= total_steps:

@@ -676,7 +676,7 @@ STOPS = [("SIGINT", 130, "error: interrupted"), ("SIGTERM", 143, "error: termina
 @pytest.mark.skipif(not hasattr(os, "openpty") or not hasattr(signal, "SIGHUP"), reason="no terminals to hang up")
 @pytest.mark.parametrize("hung_up", [True, False])
 def test_after_sighup_a_hung_up_terminal_goes_to_devnull_a_live_one_and_pipes_stay(hung_up):  # EIO, else
-    check = ("import os, signal, sys, analysis; sys.stdin.readline(); analysis.interruption(signal.SIGHUP); "
+    check = ("import os, sys, analysis; sys.stdin.readline(); analysis.after_hang_up(); "
              "devnull = os.stat(os.devnull); "
              "print(*(os.path.samestat(os.fstat(number), devnull) for number in (1, 2)), file=sys.stderr)")
     controller, terminal = os.openpty()
@@ -755,15 +755,16 @@ def test_ctrl_c_that_fit_raises_after_the_last_step_still_saves_the_model(tmp_pa
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
-def test_a_closed_terminals_second_sighup_is_not_taken_for_a_second_press():  # its shell's, then the kernel's
+@pytest.mark.parametrize("first, stop", [("SIGHUP", analysis.HungUp), ("SIGINT", KeyboardInterrupt)])
+def test_a_closed_terminals_sighup_is_not_taken_for_a_second_press(python_ctrl_c, first, stop):
     if signal.getsignal(signal.SIGHUP) != signal.SIG_DFL:
         pytest.skip("SIGHUP is not at its default here (nohup?), so the script leaves it alone")
     with analysis.stop_signals_as_ctrl_c():
         with analysis.ctrl_c_held() as pressed:
-            signal.raise_signal(signal.SIGHUP)
-            signal.raise_signal(signal.SIGHUP)  # held too, not raised into the model being saved
+            signal.raise_signal(getattr(signal, first))
+            signal.raise_signal(signal.SIGHUP)  # its shell's, or the kernel's after it: held, not raised into a save
             interrupt = pressed()
-        assert type(interrupt) is analysis.HungUp
+        assert type(interrupt) is stop
         signal.raise_signal(signal.SIGHUP)  # nor after, while the finished training is saved
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # as it was found
 
