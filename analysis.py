@@ -2710,9 +2710,10 @@ def train_and_report(args):
 
 
 def interruption_after_saving(interrupt, trained, calibrated, path):
-    """Save the model after Ctrl-C (or SIGTERM, SIGHUP) stopped the calibration or evaluation; return the interruption.
+    """Save the model that Ctrl-C (or SIGTERM, SIGHUP) stopped after its last training step; return the interruption.
 
-    The model is saved uncalibrated where `calibrated` is None, and a save that failed is named."""
+    In the last validation, the calibration or the evaluation: the model is saved uncalibrated where
+    `calibrated` is None, and a save that failed is named."""
     try:
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
