@@ -85,12 +85,13 @@ def initial_state(recipe, seeds, total_steps):
 
 
 def splits(seeds, count):
-    """Each seed's fit and validation indices into the training set, as analysis.split_data draws them from all of it.
+    """Each seed's fit and validation indices into the training set, drawn by analysis.split_holdout as the script does.
 
     (The quick check's --train-samples takes the first images, where split_data draws them at random.)"""
-    orders = [np.random.default_rng(int(seed)).permutation(count) for seed in seeds]
-    held = round(count * VALIDATION_SPLIT)
-    return np.stack([order[held:] for order in orders]), np.stack([order[:held] for order in orders])
+    indices = np.arange(count)
+    parts = [analysis.split_holdout(indices, indices, VALIDATION_SPLIT, np.random.default_rng(int(seed)))
+             for seed in seeds]
+    return np.stack([fit for (fit, _), _ in parts]), np.stack([held for _, (held, _) in parts])
 
 
 def stream_indices(seed, fit_count, total_steps, batch):
@@ -162,12 +163,12 @@ def accuracies(log_probabilities, weights, prepared_views, labels):
 def run(name, recipe, seeds, data, test_views):
     """Train every seed of one candidate; score each on its validation split and the test set."""
     started = time.perf_counter()
-    fit_count = len(data.x_train) - round(len(data.x_train) * VALIDATION_SPLIT)
+    fit_indices, validation_indices = splits(seeds, len(data.x_train))
+    fit_count = fit_indices.shape[1]
     steps_per_epoch, _ = analysis.training_steps(fit_count, recipe.batch)
     total_steps = recipe.epochs * steps_per_epoch
     model, loss = build(recipe, total_steps)
     state = initial_state(recipe, seeds, total_steps)
-    fit_indices, validation_indices = splits(seeds, len(data.x_train))
     stream = np.stack([fit[stream_indices(seed, fit_count, total_steps, recipe.batch)]
                        for seed, fit in zip(seeds, fit_indices)], axis=1)  # steps x seeds x batch
     seed_keys = jax.vmap(jax.random.PRNGKey)(jnp.array(seeds))
