@@ -1306,6 +1306,11 @@ def after_hang_up():
                 descriptor_to_devnull(number)
 
 
+def can_handle_signals():
+    """Whether this thread may set signal handlers: only the main thread may (main() can run in another)."""
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def stop_signals_as_ctrl_c():
     """Let SIGTERM and SIGHUP stop the run as Ctrl-C does, and set their handlers back after.
@@ -1313,9 +1318,8 @@ def stop_signals_as_ctrl_c():
     `timeout`, `kill`, `docker stop` and job schedulers send SIGTERM, a closed terminal SIGHUP; by
     default each ends the process at once. Taken as Ctrl-C, they keep finished work and leave no
     temporary file."""
-    # not where one is ignored (nohup) or someone else's, nor in a thread, where signals cannot be handled
-    default = [number for number in STOPPED_BY if threading.current_thread() is threading.main_thread()
-               and signal.getsignal(number) == signal.SIG_DFL]
+    # not where one is ignored (nohup) or someone else's
+    default = [number for number in STOPPED_BY if can_handle_signals() and signal.getsignal(number) == signal.SIG_DFL]
     for number in default:
         signal.signal(number, raise_terminated)
     try:
@@ -1343,7 +1347,7 @@ def ctrl_c_held():
 
     # only where this script's handlers are set, not where the signal is ignored or someone else's
     own = {signal.SIGINT: signal.default_int_handler, **dict.fromkeys(STOPPED_BY, raise_terminated)}
-    held = [number for number, handler in own.items() if signal.getsignal(number) is handler]
+    held = [number for number, handler in own.items() if can_handle_signals() and signal.getsignal(number) is handler]
     for number in held:
         signal.signal(number, hold)
     try:

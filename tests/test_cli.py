@@ -152,13 +152,20 @@ def test_a_shell_without_the_libraries_gets_one_line_saying_what_to_do(tmp_path)
         f"error: importing numpy and Pillow failed (IMPORTANT: PLEASE READ THIS FOR ADVICE): {analysis.REINSTALL_ADVICE}\n")
 
 
-def test_main_runs_in_a_thread_where_signals_cannot_be_handled(tmp_path):
-    statuses = []
-    worker = threading.Thread(target=lambda: statuses.append(
-        run_main(["--predict", tmp_path / "a.png", "--model", tmp_path / "none.keras"])))
+def in_a_thread(argv, timeout):
+    """run_main(ARGV) in a thread of its own, where signal handlers cannot be set; its result, or None."""
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_main(argv)))
     worker.start()
-    worker.join(timeout=60)
-    assert statuses and statuses[0][0] == 1 and "none.keras: no such file" in statuses[0][2]
+    worker.join(timeout=timeout)
+    return results[0] if results else None
+
+
+def test_main_runs_in_a_thread_where_signals_cannot_be_handled(tmp_path):
+    result = in_a_thread(["--predict", tmp_path / "a.png", "--model", tmp_path / "none.keras"], timeout=60)
+    assert result and result[0] == 1 and "none.keras: no such file" in result[2]
+    result = in_a_thread([*SMOKE, "--test-samples", "100"], timeout=300)  # training holds Ctrl-C between steps
+    assert result and result[0] == 0 and "Accuracy: " in result[1], result and result[2]
 
 
 def test_an_unforeseen_error_before_tensorflow_is_imported_is_not_hidden(monkeypatch):
