@@ -500,6 +500,30 @@ def test_metrics_record_the_batch_that_ran_and_the_hint_is_not_read_as_a_flag(tm
     assert f"Saved the model to -x.keras (use it with --predict IMAGE --model {hint})." in stdout.splitlines()
 
 
+def test_a_batch_larger_than_the_free_memory_is_refused_before_training(monkeypatch):
+    monkeypatch.setattr(analysis, "available_memory", lambda: 500_000_000)
+    status, stdout, stderr = run_main(["--train-samples", "3000", "--batch-size", "5000", "--precision", "float32",
+                                       "--no-accel"])
+    assert status == 2 and "Epoch" not in stdout and "Loss" not in stdout
+    most = 500_000_000 // analysis.TRAINING_BYTES_PER_IMAGE
+    refusal = (f"analysis.py: error: --batch-size 5000: a batch of 2700 images needs about 1.0 GB of memory to train "
+               f"on the CPU, and 0.5 GB is free: try --batch-size {most} or less (see --help)")
+    assert stderr.splitlines() == [refusal]  # the batch that would run: all the 2,700 images left after validation's
+    assert analysis.batch_too_large(most, 60000, gpu=False, available=500_000_000) is None
+    assert analysis.batch_too_large(most + 1, 60000, gpu=False, available=500_000_000)
+    assert analysis.batch_too_large(most + 1, most, gpu=False, available=500_000_000) is None  # all there is fits
+    assert analysis.batch_too_large(most + 1, 60000, gpu=True, available=500_000_000) is None  # a GPU's own memory
+
+
+def test_free_memory_is_read_where_linux_tells_it(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n")
+    assert analysis.available_memory(meminfo) == 20_000_000 * 1024
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # a kernel before 3.14
+    assert analysis.available_memory(meminfo) is None
+    assert analysis.available_memory(tmp_path / "absent") is None  # not Linux
+
+
 def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp_path):
     status, stdout, stderr = run_main(["--dry-run", "--precision", "float32", "--no-accel", "--output-dir", tmp_path,
                                        "--save-model", tmp_path / "dry.keras"])
