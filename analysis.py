@@ -1624,10 +1624,11 @@ def write_atomically(path, write):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     # Unique, so that runs writing beside each other cannot take each other's; cut short, so that
     # it is not too long where the real name is not.
-    temporary = path.with_name(f".{path.stem[:32]}.{os.urandom(4).hex()}.partial{path.suffix}")
+    target = path.resolve() if path.is_symlink() else path  # written through a link, as a shell's > writes
+    temporary = target.with_name(f".{target.stem[:32]}.{os.urandom(4).hex()}.partial{target.suffix}")
     try:
         write(temporary)
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as error:  # name the file asked for, not the temporary one (a full disk names none)
         error.filename, error.filename2 = path, None
         raise
@@ -2860,6 +2861,8 @@ def check_paths(args):
     for output, what, files in ((args.output_dir, "--output-dir", REPORT_FILES), (args.save_model, "--save-model", None)):
         if output:
             check_writable(output, what, files)
+    if args.dry_run and (kept := real_run_files(args)):
+        raise DataError(kept)
     for given, what in ((args.data, "--data"), (args.model, "--model")):
         try:
             if given:
@@ -2868,6 +2871,31 @@ def check_paths(args):
             raise DataError(f"{given}: no such file or directory ({what})") from None
         except OSError as error:  # in a folder that cannot be entered, or a loop of links
             raise DataError(f"{given}: cannot read it ({error.strerror}) ({what})") from None
+
+
+def real_run_files(args):
+    """The refusal of a dry run that would replace the model or reports of a run that trained for real, or None."""
+    config = json_in(args.save_model, "config.json") if args.save_model else None
+    if isinstance(config, dict) and isinstance(config.get("config"), dict) and \
+            config["config"].get("name", DRY_RUN_MODEL) != DRY_RUN_MODEL:
+        return printable(f"{args.save_model} holds the model of a run that trained for real: a dry run does not replace "
+                         "it (give --save-model another name)")
+    metrics = json_in(args.output_dir / "metrics.json") if args.output_dir else None
+    if isinstance(metrics, dict) and metrics.get("dry_run") is False:
+        return printable(f"{args.output_dir} holds the reports of a run that trained for real: a dry run does not "
+                         "replace them (give --output-dir another folder)")
+    return None
+
+
+def json_in(path, member=None):
+    """The JSON a file holds, or a member of it as a zip archive (a .keras model's config.json); None where none."""
+    try:
+        if member is None:
+            return json.loads(path.read_bytes())
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(member))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent, unreadable, or not such a file
+        return None
 
 
 def main(argv=None):

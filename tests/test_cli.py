@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -522,6 +523,32 @@ def test_free_memory_is_read_where_linux_tells_it(tmp_path):
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # a kernel before 3.14
     assert analysis.available_memory(meminfo) is None
     assert analysis.available_memory(tmp_path / "absent") is None  # not Linux
+
+
+def test_a_dry_run_does_not_replace_the_model_or_reports_of_a_run_that_trained_for_real(tmp_path):
+    def model_named(path, name):
+        with zipfile.ZipFile(path, "w") as archive:  # what real_run_files reads of a .keras file
+            archive.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"name": name}}))
+        return path
+
+    trained = model_named(tmp_path / "trained.keras", "mnist_cnn")
+    before = trained.read_bytes()
+    status, stdout, stderr = run_main(["--dry-run", "--save-model", trained])
+    assert status == 1 and stdout == "" and trained.read_bytes() == before
+    assert stderr == (f"error: {trained} holds the model of a run that trained for real: a dry run does not replace "
+                      "it (give --save-model another name)\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps({"dry_run": False}))
+    status, stdout, stderr = run_main(["--dry-run", "--output-dir", tmp_path / "reports"])
+    assert status == 1 and "reports of a run that trained for real" in stderr and "--output-dir another" in stderr
+    args = analysis.parse_args(["--dry-run", "--save-model", str(model_named(tmp_path / "dry.keras", analysis.DRY_RUN_MODEL)),
+                                "--output-dir", str(tmp_path / "dry")])[0]
+    (tmp_path / "dry").mkdir()
+    (tmp_path / "dry" / "metrics.json").write_text(json.dumps({"dry_run": True}))
+    assert analysis.real_run_files(args) is None  # a dry run's own are replaced
+    (tmp_path / "dry.keras").write_text("not a model")
+    (tmp_path / "dry" / "metrics.json").write_text("[")
+    assert analysis.real_run_files(args) is None  # nor is a file that is neither
 
 
 def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp_path):

@@ -183,6 +183,15 @@ def test_a_write_onto_a_folder_names_the_file_not_its_temporary(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_a_file_named_through_a_symbolic_link_is_written_where_the_link_points(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "best.keras").write_text("old")
+    (tmp_path / "link.keras").symlink_to(tmp_path / "models" / "best.keras")
+    analysis.write_atomically(tmp_path / "link.keras", lambda temporary: temporary.write_text("new"))
+    assert (tmp_path / "link.keras").is_symlink() and (tmp_path / "models" / "best.keras").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["best.keras", "link.keras", "models"]
+
+
 def test_json_puts_each_list_of_numbers_on_a_line_and_leaves_text_as_it_is(tmp_path):
     data = {"source": "/data/set [ v2 ]/mnist  [copy  1].npz", "matrix": [[1, -2], [3e-9, 4.5]], "names": ["a [ b ]"],
             "empty": []}
