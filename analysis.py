@@ -2687,6 +2687,11 @@ def train_and_report(args):
         # is done: keep what was asked for
         if args.save_model and int(model.optimizer.iterations) >= total_steps:
             raise interruption_after_saving(interrupt, model, calibrated, args.save_model) from None
+        if unsaved := " and ".join(what for what, asked in (("the model", args.save_model),
+                                                             ("the reports", args.output_dir)) if asked):
+            epoch = min(int(model.optimizer.iterations) // steps + 1, args.epochs)
+            raise type(interrupt)(f"in epoch {epoch} of {args.epochs}, before the training ended: {unsaved} "
+                                  f"{'were' if ' and ' in unsaved else 'was'} not saved") from None
         raise
     if not np.isfinite(test_views).all():  # without a holdout, nothing else would show it
         raise TrainingError("training diverged: the network's answers are not numbers (try a lower --lr)")
