@@ -797,10 +797,21 @@ def visible_entries(folder):
         return []
 
 
-def validation_parts(directory):
-    """The names of a data folder's parts (folders, or data files) named for a validation set, which are not read."""
-    return [entry.name for entry in visible_entries(directory)
-            if (words := path_words(entry)) & VALIDATION_WORDS and not words & SPLIT_NAMES and is_data_part(entry)]
+def validation_parts(data):
+    """The parts of a data folder (folders, data files) or the arrays of a .npz named for a validation set, which are not read."""
+    if data.is_file():
+        try:
+            with zipfile.ZipFile(data) as archive:
+                arrays = [PurePosixPath(name.removesuffix(".npy")) for name in archive.namelist() if name.endswith(".npy")]
+        except (OSError, zipfile.BadZipFile):  # read already; not a zip archive (a .npy, a gzipped .npz)
+            return []
+        return [array.name for array in arrays if names_validation(array)]
+    return [entry.name for entry in visible_entries(data) if names_validation(entry) and is_data_part(entry)]
+
+
+def names_validation(path):
+    """Whether a name says validation set (x_val, valid, dev) and no other (train_val)."""
+    return (words := path_words(path)) & VALIDATION_WORDS and not words & SPLIT_NAMES
 
 
 def is_data_part(entry):

@@ -821,3 +821,6 @@ def test_a_validation_set_beside_the_training_and_test_sets_is_named_as_not_read
         (tmp_path / name).write_bytes(b"")
     assert analysis.validation_parts(tmp_path) == ["x_val.npy", "val"]  # not the logs, notes or archive
     assert analysis.validation_parts(tmp_path / "x_val.npy") == []  # a file given, not a folder
+    arrays = synthetic_arrays()
+    np.savez(tmp_path / "mnist.npz", **arrays, x_val=arrays["x_test"], y_val=arrays["y_test"], train_val=arrays["y_test"])
+    assert analysis.validation_parts(tmp_path / "mnist.npz") == ["x_val", "y_val"]
