@@ -2781,7 +2781,7 @@ def saved_model_line(path, note=""):
 
 
 def write_each(writes):
-    """Run each of the named writes, the rest even if one fails; return the names written and the errors, in order.
+    """Run each of the named writes, the rest even if one fails; return the names written and (name, error) pairs, in order.
 
     A model that cannot be saved, or a picture that cannot be written, does not cost the other files.
     Ctrl-C lets the file being written end (the model took minutes to train) and stops the rest; a
@@ -2793,12 +2793,12 @@ def write_each(writes):
                 write()
                 written.append(name)
             except (OSError, MemoryError) as error:  # a full disk, a folder gone, a read-only place
-                failures.append(error)
+                failures.append((name, error))
             except KeyboardInterrupt as error:
-                failures.append(error)
+                failures.append((name, error))
                 break
             if interrupt := pressed():
-                failures.append(interrupt)
+                failures.append((name, interrupt))
                 break
     return written, failures
 
@@ -2809,10 +2809,11 @@ def print_report(report, failures):
     A folder that could not be made fails each file in it alike: its line is printed once. Ctrl-C
     during the writes is raised again once the report is out."""
     print("\n".join(report), flush=True)
-    for line in dict.fromkeys(error_line(error) for error in failures if not isinstance(error, KeyboardInterrupt)):
+    for line in dict.fromkeys(f"error: {'the model was not saved: ' if name == 'model' else ''}{error_message(error)}"
+                              for name, error in failures if not isinstance(error, KeyboardInterrupt)):
         print(line, file=sys.stderr)
-    if failures and isinstance(failures[-1], KeyboardInterrupt):
-        raise failures[-1]
+    if failures and isinstance(interrupt := failures[-1][1], KeyboardInterrupt):
+        raise interrupt
     return 1 if failures else 0
 
 

@@ -671,14 +671,14 @@ def test_a_file_that_cannot_be_written_is_reported_though_the_reader_has_gone(tm
     monkeypatch.setattr(analysis, "save_model", disk_full)
     with ReaderGoneAt("Loss:") as stdout:
         status, _, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras"], stdout)
-    assert status == 1 and stderr == f"error: No space left on device: {tmp_path}/m.keras\n"
+    assert status == 1 and stderr == f"error: the model was not saved: No space left on device: {tmp_path}/m.keras\n"
 
 
 def test_a_model_that_cannot_be_saved_does_not_cost_the_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(analysis, "save_model", disk_full)
     out = tmp_path / ("out\nput" if os.name == "posix" else "output")  # a newline would split the report's line
     status, stdout, stderr = run_main([*SMOKE, "--save-model", tmp_path / "m.keras", "--output-dir", out])
-    assert status == 1 and stderr == f"error: No space left on device: {tmp_path / 'm.keras'}\n"
+    assert status == 1 and stderr == f"error: the model was not saved: No space left on device: {tmp_path / 'm.keras'}\n"
     assert all((out / name).is_file() for name in analysis.REPORT_FILES) and "Loss:" in stdout
     assert f"Wrote metrics.json and four pictures to {analysis.printable(out)}." in stdout.splitlines()
     assert "Saved the model" not in stdout
@@ -711,8 +711,8 @@ def raising(error):
 def test_each_write_is_tried_and_each_failure_kept_in_order():
     first, second = OSError(errno.ENOSPC, "full", "a:"), OSError(errno.EROFS, "read-only")
     written, failures = analysis.write_each({"a": raising(first), "w": lambda: None, "b": raising(second)})
-    assert written == ["w"] and failures == [first, second]
-    assert [analysis.error_line(error) for error in failures] == ["error: full: a:", "error: read-only"]
+    assert written == ["w"] and failures == [("a", first), ("b", second)]
+    assert [analysis.error_line(error) for _, error in failures] == ["error: full: a:", "error: read-only"]
 
 
 def test_an_error_line_is_one_line_whatever_the_error_says():
@@ -723,7 +723,7 @@ def test_an_error_line_is_one_line_whatever_the_error_says():
 
 def test_ctrl_c_stops_the_writes_that_are_left():
     interrupt = KeyboardInterrupt()
-    assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [interrupt])
+    assert analysis.write_each({"a": raising(interrupt), "w": lambda: None}) == ([], [("a", interrupt)])
 
 
 # Ctrl-C, and `timeout`'s or a scheduler's request, with the statuses the shell gives a process either ended
