@@ -2472,7 +2472,7 @@ def model_warnings(model, path):
         found.append(f"warning: {printable(path)} was saved by a dry run: its answers say nothing of the digits")
     temperature = next((layer for layer in model.layers if layer.name == "temperature"), None)
     if temperature is not None and temperature.scale == 1:  # as --validation-split 0 or Ctrl-C leaves it
-        found.append(f"warning: {printable(path)} was saved uncalibrated: its confidences read low")
+        found.append(f"warning: {printable(path)} was saved uncalibrated: its confidences are not probabilities to rely on")
     return found
 
 
@@ -2768,7 +2768,7 @@ def interruption_after_saving(interrupt, trained, calibrated, path):
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
         return type(interrupt)(f"the model was not saved: {error_message(error)}")
-    note = ", not calibrated (stopped first): its confidences read low" if calibrated is None else ""
+    note = ", not calibrated (stopped first): its confidences are not probabilities to rely on" if calibrated is None else ""
     print(saved_model_line(path, note), flush=True)
     return type(interrupt)()
 

@@ -311,7 +311,7 @@ def test_a_bfloat16_network_stopped_before_calibration_is_saved_in_float32_uncal
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
     assert saved.get_layer("temperature").scale == 1 and "not calibrated" in capsys.readouterr().out
     assert analysis.model_warnings(saved, tmp_path / "m.keras") == [
-        f"warning: {tmp_path / 'm.keras'} was saved uncalibrated: its confidences read low"]
+        f"warning: {tmp_path / 'm.keras'} was saved uncalibrated: its confidences are not probabilities to rely on"]
 
 
 def test_saved_model_round_trips_with_identical_predictions(tmp_path, mnist):
