@@ -1274,8 +1274,8 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
     return executions * per_execution, per_execution
 
 
-# What a training batch costs in memory on a CPU, an image: the peak resident memory of runs grew by
-# 0.37 MB an image of the batch in float32 and 0.33 in bfloat16 (batches of 4,096 and 8,192; bench/README)
+# What a training batch costs in memory on a CPU, an image: the peak resident memory of float32 runs grew
+# by 0.33-0.37 MB an image of the batch (batches of 4,096 and 8,192; bench/README); bfloat16's is likely less
 TRAINING_BYTES_PER_IMAGE = 370_000
 
 
