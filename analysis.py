@@ -1296,9 +1296,9 @@ def batch_too_large(batch_size, images, gpu, available=None):
     batch = min(batch_size, images)
     if gpu or available is None or batch * TRAINING_BYTES_PER_IMAGE <= available:
         return None
-    return (f"--batch-size {batch_size}: a batch of {batch} images needs about {batch * TRAINING_BYTES_PER_IMAGE / 1e9:.1f}"
-            f" GB of memory to train on the CPU, and {available / 1e9:.1f} GB is free: try --batch-size "
-            f"{available // TRAINING_BYTES_PER_IMAGE} or less")
+    needed, free = math.ceil(batch * TRAINING_BYTES_PER_IMAGE / 1e8) / 10, math.floor(available / 1e8) / 10  # GB
+    return (f"--batch-size {batch_size}: a batch of {batch} images needs about {needed:.1f} GB of memory to train on "
+            f"the CPU, and {free:.1f} GB is free: try --batch-size {max(1, available // TRAINING_BYTES_PER_IMAGE)} or less")
 
 
 class Terminated(KeyboardInterrupt):
@@ -1635,7 +1635,8 @@ def write_atomically(path, write):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     # Unique, so that runs writing beside each other cannot take each other's; cut short, so that
     # it is not too long where the real name is not.
-    target = path.resolve() if path.is_symlink() else path  # written through a link, as a shell's > writes
+    # written through a link, as a shell's > writes (realpath, not resolve(), which raises on a loop of links)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     temporary = target.with_name(f".{target.stem[:32]}.{os.urandom(4).hex()}.partial{target.suffix}")
     try:
         write(temporary)
@@ -2696,14 +2697,16 @@ def train_and_report(args):
             print(flush=True)  # end the progress bar's line, cut off
         # Once every step has run (a press in the last validation counts), the training, the long part,
         # is done: keep what was asked for
-        if args.save_model and int(model.optimizer.iterations) >= total_steps:
-            raise interruption_after_saving(interrupt, model, calibrated, args.save_model) from None
-        if unsaved := " and ".join(what for what, asked in (("the model", args.save_model),
-                                                             ("the reports", args.output_dir)) if asked):
-            epoch = min(int(model.optimizer.iterations) // steps + 1, args.epochs)
-            raise type(interrupt)(f"in epoch {epoch} of {args.epochs}, before the training ended: {unsaved} "
-                                  f"{'were' if ' and ' in unsaved else 'was'} not saved") from None
-        raise
+        iterations = int(model.optimizer.iterations)
+        trained = iterations >= total_steps
+        if args.save_model and trained:
+            interrupt = interruption_after_saving(interrupt, model, calibrated, args.save_model)
+        lost = LOST_FILES.get((bool(args.save_model and not trained), bool(args.output_dir)))
+        if lost:  # say what the press cost, and when it came (a validation counts in its epoch)
+            when = ("after the training, before the evaluation ended" if trained else
+                    f"in epoch {max(1, math.ceil(iterations / steps))} of {args.epochs}, before the training ended")
+            interrupt = type(interrupt)(*interrupt.args, f"{when}: {lost}")
+        raise interrupt from None
     if not np.isfinite(test_views).all():  # without a holdout, nothing else would show it
         raise TrainingError("training diverged: the network's answers are not numbers (try a lower --lr)")
     model = calibrated
@@ -2759,6 +2762,11 @@ def train_and_report(args):
     return status
 
 
+# What a run stopped before its files were written lost, by (model lost, reports asked for)
+LOST_FILES = {(True, False): "the model was not saved", (False, True): "the reports were not written",
+              (True, True): "the model and the reports were not saved"}
+
+
 def interruption_after_saving(interrupt, trained, calibrated, path):
     """Save the model that Ctrl-C (or SIGTERM, SIGHUP) stopped after its last training step; return the interruption.
 
@@ -2809,8 +2817,8 @@ def print_report(report, failures):
     A folder that could not be made fails each file in it alike: its line is printed once. Ctrl-C
     during the writes is raised again once the report is out."""
     print("\n".join(report), flush=True)
-    for line in dict.fromkeys(f"error: {'the model was not saved: ' if name == 'model' else ''}{error_message(error)}"
-                              for name, error in failures if not isinstance(error, KeyboardInterrupt)):
+    for line in dict.fromkeys(f"error: the model was not saved: {error_message(error)}" if name == "model"
+                              else error_line(error) for name, error in failures if not isinstance(error, KeyboardInterrupt)):
         print(line, file=sys.stderr)
     if failures and isinstance(interrupt := failures[-1][1], KeyboardInterrupt):
         raise interrupt
@@ -2911,7 +2919,8 @@ def json_in(path, member=None):
             return json.loads(path.read_bytes())
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read(member))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # absent, unreadable, or not such a file
+    # absent, unreadable, or not such a file (an encrypted zip raises RuntimeError, JSON nested too deep RecursionError)
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
 
 

@@ -547,8 +547,13 @@ def test_a_dry_run_does_not_replace_the_model_or_reports_of_a_run_that_trained_f
     (tmp_path / "dry" / "metrics.json").write_text(json.dumps({"dry_run": True}))
     assert analysis.real_run_files(args) is None  # a dry run's own are replaced
     (tmp_path / "dry.keras").write_text("not a model")
-    (tmp_path / "dry" / "metrics.json").write_text("[")
+    (tmp_path / "dry" / "metrics.json").write_text("[" * 100_000)  # too deep for Python's json
     assert analysis.real_run_files(args) is None  # nor is a file that is neither
+    encrypted = bytearray(model_named(tmp_path / "dry.keras", "mnist_cnn").read_bytes())
+    encrypted[6] |= 1  # the "encrypted" flag, in the member's header and in the central directory
+    encrypted[encrypted.index(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "dry.keras").write_bytes(encrypted)
+    assert analysis.real_run_files(args) is None  # zipfile raises RuntimeError: not a model this script saved
 
 
 def test_a_dry_run_goes_through_every_step_and_says_its_figures_mean_nothing(tmp_path):
@@ -811,6 +816,26 @@ def test_ctrl_c_that_fit_raises_after_the_last_step_still_saves_the_model(tmp_pa
     unsaved = "; in epoch 1 of 1, before the training ended: the model was not saved"  # a half-trained one is not kept
     assert status == 130 and script_lines(stderr) == ["error: interrupted" + ("" if after_the_last_step else unsaved)]
     assert model.exists() == after_the_last_step == ("not calibrated" in stdout)
+
+
+@pytest.mark.parametrize("flags, epochs_run, said", [
+    (["--output-dir", "out"], 1, "in epoch 1 of 2, before the training ended: the reports were not written"),
+    (["--save-model", "m.keras"], 1, "in epoch 1 of 2, before the training ended: the model was not saved"),
+    (["--save-model", "m.keras", "--output-dir", "out"], 2,
+     "after the training, before the evaluation ended: the reports were not written"),
+    ([], 1, None),
+])
+def test_ctrl_c_in_a_validation_says_which_epoch_and_what_was_lost(tmp_path, monkeypatch, flags, epochs_run, said):
+    def pressed_in_validation(model, train, validation, epochs, steps_per_epoch, *args, **kwargs):
+        model.optimizer.iterations.assign(epochs_run * steps_per_epoch)  # each step of these epochs run
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(analysis, "fit", pressed_in_validation)
+    status, stdout, stderr = run_main([*SMOKE, "--epochs", "2", *flags])
+    assert status == 130 and script_lines(stderr) == ["error: interrupted" + (f"; {said}" if said else "")]
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "m.keras").exists() == (epochs_run == 2) == ("Saved the model" in stdout)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")

@@ -192,6 +192,12 @@ def test_a_file_named_through_a_symbolic_link_is_written_where_the_link_points(t
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["best.keras", "link.keras", "models"]
 
 
+def test_a_link_that_loops_is_replaced_by_the_file(tmp_path):
+    (tmp_path / "metrics.json").symlink_to(tmp_path / "metrics.json")
+    analysis.write_atomically(tmp_path / "metrics.json", lambda temporary: temporary.write_text("{}"))
+    assert (tmp_path / "metrics.json").read_text() == "{}" and [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
 def test_json_puts_each_list_of_numbers_on_a_line_and_leaves_text_as_it_is(tmp_path):
     data = {"source": "/data/set [ v2 ]/mnist  [copy  1].npz", "matrix": [[1, -2], [3e-9, 4.5]], "names": ["a [ b ]"],
             "empty": []}
