@@ -514,6 +514,9 @@ def test_a_batch_larger_than_the_free_memory_is_refused_before_training(monkeypa
     assert analysis.batch_too_large(most + 1, 60000, gpu=False, available=500_000_000)
     assert analysis.batch_too_large(most + 1, most, gpu=False, available=500_000_000) is None  # all there is fits
     assert analysis.batch_too_large(most + 1, 60000, gpu=True, available=500_000_000) is None  # a GPU's own memory
+    just_over = analysis.batch_too_large(54055, 60000, gpu=False, available=20_000_000_000)  # 54,054 fit
+    assert "needs about 20.1 GB of memory to train on the CPU, and 20.0 GB is free: try --batch-size 54054 " in just_over
+    assert "try --batch-size 1 or less" in analysis.batch_too_large(2, 60000, gpu=False, available=100)
 
 
 def test_free_memory_is_read_where_linux_tells_it(tmp_path):
