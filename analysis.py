@@ -1633,10 +1633,10 @@ def write_atomically(path, write):
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
+    # Written through a link, as a shell's > writes (realpath, not resolve(), which raises on a loop of links)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     # Unique, so that runs writing beside each other cannot take each other's; cut short, so that
     # it is not too long where the real name is not.
-    # written through a link, as a shell's > writes (realpath, not resolve(), which raises on a loop of links)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     temporary = target.with_name(f".{target.stem[:32]}.{os.urandom(4).hex()}.partial{target.suffix}")
     try:
         write(temporary)
