@@ -796,7 +796,8 @@ def test_ctrl_c_after_training_still_saves_the_model_asked_for(tmp_path, monkeyp
     interrupted_after_training(monkeypatch, during)
     model = tmp_path / "models" / "m.keras"
     status, stdout, stderr = run_main([*SMOKE, "--save-model", model, "--output-dir", tmp_path / "out"])
-    assert status == 130 and script_lines(stderr) == ["error: interrupted"]
+    assert status == 130 and script_lines(stderr) == [
+        "error: interrupted; after the training, before the evaluation ended: the reports were not written"]
     assert stdout.splitlines()[-1].startswith(f"Saved the model to {model} (use it with --predict IMAGE --model ")
     calibrated = during == "evaluation"
     assert ("not calibrated" in stdout) != calibrated and "Loss:" not in stdout
