@@ -2775,10 +2775,15 @@ def interruption_after_saving(interrupt, trained, calibrated, path):
     try:
         save_model(float32_copy(trained) if calibrated is None else calibrated, path)
     except (OSError, MemoryError) as error:
-        return type(interrupt)(f"the model was not saved: {error_message(error)}")
+        return type(interrupt)(model_not_saved(error))
     note = ", not calibrated (stopped first): its confidences are not probabilities to rely on" if calibrated is None else ""
     print(saved_model_line(path, note), flush=True)
     return type(interrupt)()
+
+
+def model_not_saved(error):
+    """What a failed save of the model says, ahead of its error."""
+    return f"the model was not saved: {error_message(error)}"
 
 
 def saved_model_line(path, note=""):
@@ -2817,7 +2822,7 @@ def print_report(report, failures):
     A folder that could not be made fails each file in it alike: its line is printed once. Ctrl-C
     during the writes is raised again once the report is out."""
     print("\n".join(report), flush=True)
-    for line in dict.fromkeys(f"error: the model was not saved: {error_message(error)}" if name == "model"
+    for line in dict.fromkeys(f"error: {model_not_saved(error)}" if name == "model"
                               else error_line(error) for name, error in failures if not isinstance(error, KeyboardInterrupt)):
         print(line, file=sys.stderr)
     if failures and isinstance(interrupt := failures[-1][1], KeyboardInterrupt):
