@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import platform
 import re
 import shlex
 import signal
@@ -139,6 +140,27 @@ def test_a_cpu_without_avx_is_refused_before_tensorflow_loads(monkeypatch):  # w
     assert stderr.startswith("error: this CPU lacks AVX instructions") and len(stderr.splitlines()) == 1
     monkeypatch.setattr(analysis, "cpu_info", lambda: "flags\t\t: fpu sse2 avx avx2\n")
     assert not analysis.cpu_lacks_avx()
+
+
+@pytest.mark.parametrize(("machine", "user_setting", "setting"), [
+    ("x86_64", None, "1"), ("AMD64", None, "1"), ("x86_64", "0", "0"), ("arm64", None, None), ("aarch64", None, None)])
+def test_onednn_is_asked_for_on_x86_unless_the_user_said_otherwise(machine, user_setting, setting):
+    environment = {} if user_setting is None else {"TF_ENABLE_ONEDNN_OPTS": user_setting}
+    analysis.ask_for_onednn(environment, machine)
+    assert environment.get("TF_ENABLE_ONEDNN_OPTS") == setting
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="TensorFlow has oneDNN on x86")
+@pytest.mark.parametrize(("user_setting", "enabled"), [(None, "True"), ("0", "False")])
+def test_tensorflow_runs_onednn_on_any_x86_cpu_unless_told_not_to(user_setting, enabled):
+    # by itself TensorFlow switches oneDNN on only for CPUs with AVX512_VNNI, AVX512_BF16 or AMX
+    check = ("import analysis; analysis.import_libraries(); "
+             "from tensorflow.python.util import _pywrap_util_port; print(_pywrap_util_port.IsMklEnabled())")
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": user_setting}
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={key: value for key, value in environment.items() if value is not None}, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [enabled]
 
 
 def test_a_shell_without_the_libraries_gets_one_line_saying_what_to_do(tmp_path):
