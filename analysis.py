@@ -98,17 +98,20 @@ def tensorflow_log_silenced():
     return contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") else stderr_silenced()
 
 
-def ask_for_onednn(environ, machine):
-    """Ask TensorFlow for its oneDNN kernels on any x86 CPU, unless TF_ENABLE_ONEDNN_OPTS says otherwise.
+def ask_for_onednn(environ, flags):
+    """Ask TensorFlow for its oneDNN kernels on a CPU with AVX2 and FMA, unless TF_ENABLE_ONEDNN_OPTS is set.
 
-    TensorFlow switches them on by itself only where a CPU has AVX512_VNNI, AVX512_BF16 or AMX; on an
-    AVX2-only AMD EPYC they took a quarter off each float32 training step (bench/README)."""
-    if machine.lower() in ("x86_64", "amd64"):
-        environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    Under Linux TensorFlow switches them on by itself only for CPUs with VNNI, bfloat16 or AMX
+    instructions; on an AVX2-only AMD EPYC they took 27 % off a float32 run (bench/README). With AVX
+    alone they looked slower than TensorFlow's own, so such CPUs keep those."""
+    if flags and {"avx2", "fma"} <= flags and not environ.get("TF_ENABLE_ONEDNN_OPTS"):  # empty counts as unset
+        environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
 
-def import_libraries(onednn_everywhere=True):
-    """Import TensorFlow, Keras, scikit-learn, SciPy and matplotlib, with TensorFlow's start-up log silenced."""
+def import_libraries(keep_tensorflow_kernels=False):
+    """Import TensorFlow, Keras, scikit-learn, SciPy and matplotlib, with TensorFlow's start-up log silenced.
+
+    Unless told to keep TensorFlow's own choice of CPU kernels, ask it for oneDNN's where they are faster."""
     global tf, keras, sklearn, scipy, matplotlib
     # TensorFlow's C++ log is silenced unless the user sets TF_CPP_MIN_LOG_LEVEL to 0 or 1; its
     # start-up part ignores the variable in TF 2.21 (absl prints it before logging is initialised),
@@ -118,8 +121,8 @@ def import_libraries(onednn_everywhere=True):
     # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
     # set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    if onednn_everywhere:  # read as TensorFlow loads
-        ask_for_onednn(os.environ, platform.machine())
+    if not keep_tensorflow_kernels:  # TensorFlow reads the variable once, as it loads
+        ask_for_onednn(os.environ, cpu_flags())
     if cpu_lacks_avx():  # TensorFlow would abort as it loads, its one line of why silenced with the rest
         raise SetupError("this CPU lacks AVX instructions, which TensorFlow's packages need: train on another "
                          "machine (Google Colab works)")
@@ -1285,9 +1288,10 @@ def training_steps(num_examples, batch_size, most_per_execution=8):
     return executions * per_execution, per_execution
 
 
-# What a training batch costs in memory on a CPU, an image: the peak resident memory of float32 runs grew
-# by 0.33-0.37 MB an image of the batch (batches of 4,096 and 8,192; bench/README); bfloat16's is likely less
-TRAINING_BYTES_PER_IMAGE = 370_000
+# What a training batch costs in memory on a CPU, an image: float32 runs peaked 0.42-0.49 MB an image of the
+# batch above the memory taken before training with oneDNN's kernels, 0.37-0.44 with Eigen's (batches of
+# 4,096 to 54,000; bench/README); bfloat16's is likely less
+TRAINING_BYTES_PER_IMAGE = 450_000
 
 
 def available_memory(meminfo=Path("/proc/meminfo")):
