@@ -956,12 +956,13 @@ def one_hot(labels):
 
 @dataclass
 class Runtime:
-    """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, whether on a GPU."""
+    """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, on a GPU, with oneDNN."""
 
     device: str
     precision: str
     xla: bool
     gpu: bool
+    onednn: bool | None
 
 
 @functools.cache
@@ -1032,14 +1033,23 @@ def pick_precision(requested, gpu_capability=None):
     return PRECISIONS[requested]
 
 
-def describe_device(gpu_details):
-    """Name the device training will run on: the GPU's name and compute capability, or the CPU's."""
+def describe_device(gpu_details, onednn=False):
+    """Name the device training will run on: the GPU's name and compute capability, or the CPU's and its kernels'."""
     if gpu_details is not None:
         capability = gpu_details.get("compute_capability")
         name = gpu_details.get("device_name", "GPU")
         return f"{name} (compute capability {capability[0]}.{capability[1]})" if capability else name
     cores = usable_cores()
-    return f"CPU ({cpu_name()}, {cores} core{'s' if cores > 1 else ''})"
+    return f"CPU ({cpu_name()}, {cores} core{'s' if cores > 1 else ''}{', oneDNN' if onednn else ''})"
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs oneDNN's CPU kernels rather than its own (Eigen's); None where it cannot say."""
+    try:  # not public API, hence the care: the same numbers need the same kernels, so the report names them
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def usable_cores():
@@ -1142,7 +1152,8 @@ def configure_runtime(args):
     keras.config.set_image_data_format("channels_last")  # whatever the user's ~/.keras/keras.json says
     keras.config.set_floatx("float32")
     keras.mixed_precision.set_global_policy(precision)
-    return Runtime(describe_device(gpu_details), precision, xla, gpu=bool(gpus))
+    onednn = onednn_enabled()
+    return Runtime(describe_device(gpu_details, onednn), precision, xla, gpu=bool(gpus), onednn=onednn)
 
 
 def map_parallelism(gpu):
@@ -2757,7 +2768,7 @@ def train_and_report(args):
             "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
                         if key in HISTORY_NAMES},
             "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
-            "versions": versions(), "device": runtime.device, "precision": runtime.precision, "xla": runtime.xla,
+            "versions": versions(), "device": runtime.device, "onednn": runtime.onednn, "precision": runtime.precision, "xla": runtime.xla,
             "data": {"source": data.source, "sha256": data.sha256},
         }
         writes.update(report_writers(args.output_dir, metrics, matrix, history, x_test, y_test, probabilities))

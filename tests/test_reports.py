@@ -21,12 +21,14 @@ def test_metrics_json_names_every_figure_for_what_it_is(metrics):
     assert {"test_cross_entropy", "test_accuracy", "test_accuracy_single_view", "test_accuracy_shift_averaged",
             "test_expected_calibration_error", "temperature", "validation_cross_entropy_before",
             "validation_cross_entropy_after", "confusion_matrix", "per_class", "seed", "epochs", "batch_size",
-            "history", "timings", "versions", "device", "precision", "xla", "data"} <= set(metrics)
+            "history", "timings", "versions", "device", "onednn", "precision", "xla", "data"} <= set(metrics)
     assert not {"loss", "accuracy"} & set(metrics)  # names that said neither which set nor which loss
     assert metrics["seed"] == 7 and metrics["epochs"] == 3 and metrics["batch_size"] == 128
     assert metrics["steps_per_epoch"] == 72  # 9,000 training images: 70 full batches, in 9 executions of 8
     assert metrics["shift_average"] is True and metrics["validation_split"] == 0.1
     assert metrics["precision"] == "float32" and metrics["calibration_bins"] == 15
+    assert metrics["onednn"] is analysis.onednn_enabled() and metrics["device"].startswith("CPU (")
+    assert metrics["device"].endswith(", oneDNN)") is (metrics["onednn"] is True)  # same kernels, same numbers
     assert set(metrics["versions"]) == {"python", "tensorflow", "keras", "numpy", "scipy", "scikit-learn", "matplotlib",
                                         "pillow"}
     assert set(metrics["timings"]) == {"load", "fit", "calibrate_and_evaluate"}

@@ -574,6 +574,14 @@ def test_usable_cores_are_those_the_process_may_run_on(monkeypatch):
     assert analysis.usable_cores() == 1
     monkeypatch.setattr(analysis, "cpu_name", lambda: "Some CPU")
     assert analysis.describe_device(None) == "CPU (Some CPU, 1 core)"
+    assert analysis.describe_device(None, onednn=True) == "CPU (Some CPU, 1 core, oneDNN)"
+
+
+def test_onednn_is_reported_as_tensorflow_runs_it_and_unknown_where_it_cannot_say(monkeypatch):
+    from tensorflow.python.util import _pywrap_util_port
+    assert analysis.onednn_enabled() is bool(_pywrap_util_port.IsMklEnabled())
+    monkeypatch.delattr(_pywrap_util_port, "IsMklEnabled")  # a TensorFlow that no longer has it
+    assert analysis.onednn_enabled() is None
 
 
 def write_files(root, files):
