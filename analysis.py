@@ -128,8 +128,12 @@ def import_libraries(plain=False):
     if cpu_lacks_avx():  # TensorFlow would abort as it loads, its one line of why silenced with the rest
         raise SetupError("this CPU lacks AVX instructions, which TensorFlow's packages need: train on another "
                          "machine (Google Colab works)")
+    # The first import makes some 600,000 objects, which live as long as the process: Python's collector
+    # walking them took 1.4 s of the import and 1.8 s of the exit (bench/README). Not on a later call,
+    # which imports nothing, and would freeze whatever garbage the runs before it left.
+    keep_collector_off = not plain and "tensorflow" not in sys.modules
     collecting = gc.isenabled()
-    if not plain:  # the imports make about a million objects: collecting among them took 1.4 s of 6.7 (bench/README)
+    if keep_collector_off:
         gc.disable()
     try:
         with tensorflow_log_silenced():
@@ -150,7 +154,7 @@ def import_libraries(plain=False):
     finally:
         if collecting:
             gc.enable()
-    if not plain:  # they live as long as the process: kept out of every later collection, the last one's 1.8 s on exit included
+    if keep_collector_off:
         gc.freeze()
 
 
