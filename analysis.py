@@ -1072,26 +1072,33 @@ def usable_cores():
     return min(cores, cpu_quota() or cores)
 
 
-@functools.cache  # asked by usable_cores() a few times a run; a quota does not change under a run
-def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
-    """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
+def cgroup_folders(controller, own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
+    """The cgroup folders whose `controller` limits bind this process (its group's and those enclosing it), each with
+    whether it is cgroup v2; none where there are none (not Linux)."""
     try:
         groups = os.fsdecode(own_groups.read_bytes()).splitlines()  # group names are bytes, as file names are
     except OSError:  # not Linux
-        return None
+        return []
     found = []
     for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
         fields = line.split(":", 2)
-        if len(fields) != 3 or fields[1] and "cpu" not in fields[1].split(",") or fields[2].startswith("/.."):
-            continue  # not the cpu controller's line, or a group outside this cgroup namespace
+        if len(fields) != 3 or fields[1] and controller not in fields[1].split(",") or fields[2].startswith("/.."):
+            continue  # not the controller's line, or a group outside this cgroup namespace
         _, controllers, group = fields
-        mount = mounted / "cpu" if controllers else mounted
+        mount = mounted / controller if controllers else mounted
         own = PurePosixPath(group)
         # An enclosing group's limit applies too. A container may see its own group as the mount's root
         # while the line names the host's path: then only the root is its own.
         ancestry = (own, *own.parents) if (mount / str(own).lstrip("/")).is_dir() else (PurePosixPath("/"),)
-        found += [quota_in(mount / str(folder).lstrip("/"), version2=not controllers) for folder in ancestry]
-    return min(filter(None, found), default=None)
+        found += [(mount / str(folder).lstrip("/"), not controllers) for folder in ancestry]
+    return found
+
+
+@functools.cache  # asked by usable_cores() a few times a run; a quota does not change under a run
+def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
+    """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
+    quotas = [quota_in(folder, version2) for folder, version2 in cgroup_folders("cpu", own_groups, mounted)]
+    return min(filter(None, quotas), default=None)
 
 
 def quota_in(folder, version2):
@@ -1320,11 +1327,36 @@ TRAINING_BYTES_PER_IMAGE = 450_000
 
 
 def available_memory(meminfo=Path("/proc/meminfo")):
-    """The bytes of memory that this process could still take without swapping (Linux's MemAvailable); None if unknown."""
+    """The bytes of memory this process could still take without swapping or being killed: Linux's MemAvailable, or
+    less where a cgroup's limit leaves less; None if unknown."""
     try:
         fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
-        return int(fields["MemAvailable"].split()[0]) * 1024  # "MemAvailable:   12345678 kB"
+        machine = int(fields["MemAvailable"].split()[0]) * 1024  # "MemAvailable:   12345678 kB"
     except (OSError, KeyError, ValueError, IndexError):  # not Linux, or a kernel older than 3.14
+        return None
+    group = cgroup_memory_room()
+    return machine if group is None else min(machine, group)
+
+
+def cgroup_memory_room(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
+    """The bytes a cgroup's memory limit (Docker's --memory, a Kubernetes limit) leaves this process; None if none."""
+    rooms = [room_in(folder, version2) for folder, version2 in cgroup_folders("memory", own_groups, mounted)]
+    return min((room for room in rooms if room is not None), default=None)
+
+
+def room_in(folder, version2):
+    """The bytes under the memory limit set in one cgroup folder, its files' cache counted as room (the kernel
+    drops it under pressure); None if no limit, or if its files are missing."""
+    limit_file, usage_file, cache_keys = (("memory.max", "memory.current", ("inactive_file", "active_file")) if version2
+                                          else ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                ("total_inactive_file", "total_active_file")))
+    try:
+        limit, usage = ((folder / name).read_text().strip() for name in (limit_file, usage_file))
+        if limit == "max" or int(limit) >= 2**62:  # v1's "none" is 2**63 rounded down to a page
+            return None
+        stat = dict(line.split(maxsplit=1) for line in (folder / "memory.stat").read_text().splitlines())
+        return max(0, int(limit) - int(usage) + sum(int(stat.get(key, 0)) for key in cache_keys))
+    except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
         return None
 
 

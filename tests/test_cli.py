@@ -559,9 +559,14 @@ def test_a_batch_larger_than_the_free_memory_is_refused_before_training(monkeypa
     assert "try --batch-size 1 or less" in analysis.batch_too_large(2, 60000, gpu=False, available=100)
 
 
-def test_free_memory_is_read_where_linux_tells_it(tmp_path):
+def test_free_memory_is_read_where_linux_tells_it(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n")
+    monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: None)  # whatever limit this machine's own group has
+    assert analysis.available_memory(meminfo) == 20_000_000 * 1024
+    monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: 2_000_000_000)  # a container's limit leaves less
+    assert analysis.available_memory(meminfo) == 2_000_000_000
+    monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: 30_000_000_000)  # or more than the machine has free
     assert analysis.available_memory(meminfo) == 20_000_000 * 1024
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # a kernel before 3.14
     assert analysis.available_memory(meminfo) is None

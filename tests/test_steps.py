@@ -619,6 +619,34 @@ def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     assert analysis.cpu_quota(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
 
 
+V2_STAT = "anon 900000000\nfile 600000000\nactive_file 100000000\ninactive_file 400000000\nshmem 100000000\n"
+
+
+@pytest.mark.parametrize("groups, files, room", [
+    # docker run --memory 2g: 0.5 GB unused and 0.5 GB of the files' cache, which the kernel drops (shared memory it cannot)
+    ("0::/\n", {"memory.max": "2000000000\n", "memory.current": "1500000000\n", "memory.stat": V2_STAT}, 1_000_000_000),
+    ("0::/\n", {"memory.max": "max\n", "memory.current": "1500000000\n", "memory.stat": V2_STAT}, None),
+    ("0::/kubepods/pod/c\n", {"kubepods/memory.max": "8000000000\n", "kubepods/memory.current": "7000000000\n",
+                               "kubepods/memory.stat": "inactive_file 0\n", "kubepods/pod/c/memory.max": "max\n",
+                               "kubepods/pod/c/memory.current": "1\n", "kubepods/pod/c/memory.stat": ""},
+     1_000_000_000),  # an enclosing group's limit
+    ("4:memory:/docker/abc\n1:name=systemd:/docker/abc\n",  # v1
+     {"memory/docker/abc/memory.limit_in_bytes": "1073741824\n", "memory/docker/abc/memory.usage_in_bytes": "73741824\n",
+      "memory/docker/abc/memory.stat": "cache 9\ntotal_inactive_file 1000000\ntotal_active_file 24\n"}, 1_001_000_024),
+    ("4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "5\n",
+                       "memory/memory.stat": ""}, None),  # v1's "no limit"
+    ("0::/\n", {"memory.max": "100\n", "memory.current": "200\n", "memory.stat": "inactive_file 50\n"}, 0),
+    ("0::/\n", {"memory.max": "garbled\n", "memory.current": "1\n", "memory.stat": ""}, None),
+    ("0::/\n", {"memory.max": "100\n", "memory.current": "1\n"}, None),  # no memory.stat: not as documented
+    ("4:cpu:/\n", {"cpu/memory.max": "100\n", "cpu/memory.current": "1\n", "cpu/memory.stat": ""}, None),  # no memory line
+])
+def test_a_cgroup_memory_limit_is_read_from_v1_and_v2(tmp_path, groups, files, room):
+    write_files(tmp_path / "fs", files)
+    (tmp_path / "cgroup").write_text(groups)
+    assert analysis.cgroup_memory_room(tmp_path / "cgroup", tmp_path / "fs") == room
+    assert analysis.cgroup_memory_room(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes are Linux's")
 def test_cpu_quota_reads_group_names_that_are_not_utf8(tmp_path):
     name = "caf\udce9"  # the byte 0xE9 alone, as Python names it
