@@ -109,11 +109,10 @@ def ask_for_onednn(environ, flags):
         environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
 
-def import_libraries(plain=False):
+def import_libraries(keep_tensorflow_kernels=False):
     """Import TensorFlow, Keras, scikit-learn, SciPy and matplotlib, with TensorFlow's start-up log silenced.
 
-    Unless asked to import them as a plain script would (the classic yardstick does), ask TensorFlow
-    for oneDNN's CPU kernels where they are faster, and keep Python's collector off the libraries."""
+    Unless told to keep TensorFlow's own choice of CPU kernels, ask it for oneDNN's where they are faster."""
     global tf, keras, sklearn, scipy, matplotlib
     # TensorFlow's C++ log is silenced unless the user sets TF_CPP_MIN_LOG_LEVEL to 0 or 1; its
     # start-up part ignores the variable in TF 2.21 (absl prints it before logging is initialised),
@@ -123,15 +122,16 @@ def import_libraries(plain=False):
     # The script drives TensorFlow itself (tf.data, devices, determinism), whatever backend Keras is
     # set to elsewhere (JAX and torch ran 4.4x and 1.8x slower on this CPU anyway).
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    if not plain:  # TensorFlow reads the variable once, as it loads
+    if not keep_tensorflow_kernels:  # TensorFlow reads the variable once, as it loads
         ask_for_onednn(os.environ, cpu_flags())
     if cpu_lacks_avx():  # TensorFlow would abort as it loads, its one line of why silenced with the rest
         raise SetupError("this CPU lacks AVX instructions, which TensorFlow's packages need: train on another "
                          "machine (Google Colab works)")
-    # The first import makes some 600,000 objects, which live as long as the process: Python's collector
-    # walking them took 1.4 s of the import and 1.8 s of the exit (bench/README). Not on a later call,
-    # which imports nothing, and would freeze whatever garbage the runs before it left.
-    keep_collector_off = not plain and "tensorflow" not in sys.modules
+    # The import makes some 600,000 objects that live as long as the process: Python's collector walking
+    # them took 1.4 s of the import and 1.8 s of the exit (bench/README). So where the script runs as a
+    # program and imports them first, they are frozen out of it; not where a notebook or another program
+    # calls main(), whose own objects the freeze would keep for good.
+    keep_collector_off = __name__ == "__main__" and "tensorflow" not in sys.modules
     collecting = gc.isenabled()
     if keep_collector_off:
         gc.disable()
@@ -151,11 +151,12 @@ def import_libraries(plain=False):
         # such as protobuf's TypeError where its version does not fit TensorFlow's
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SetupError(f"importing the libraries failed ({first_line}): {REINSTALL_ADVICE}") from None
+    else:
+        if keep_collector_off:
+            gc.freeze()
     finally:
         if collecting:
             gc.enable()
-    if keep_collector_off:
-        gc.freeze()
 
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist"
@@ -970,7 +971,8 @@ def one_hot(labels):
 
 @dataclass
 class Runtime:
-    """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, on a GPU, with oneDNN."""
+    """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, whether on a GPU, and
+    whether oneDNN's kernels do the arithmetic (None on a GPU, with XLA, or where TensorFlow cannot say)."""
 
     device: str
     precision: str
@@ -1047,14 +1049,14 @@ def pick_precision(requested, gpu_capability=None):
     return PRECISIONS[requested]
 
 
-def describe_device(gpu_details, onednn=False):
-    """Name the device training will run on: the GPU's name and compute capability, or the CPU's and its kernels'."""
+def describe_device(gpu_details):
+    """Name the device training will run on: the GPU's name and compute capability, or the CPU's."""
     if gpu_details is not None:
         capability = gpu_details.get("compute_capability")
         name = gpu_details.get("device_name", "GPU")
         return f"{name} (compute capability {capability[0]}.{capability[1]})" if capability else name
     cores = usable_cores()
-    return f"CPU ({cpu_name()}, {cores} core{'s' if cores > 1 else ''}{', oneDNN' if onednn else ''})"
+    return f"CPU ({cpu_name()}, {cores} core{'s' if cores > 1 else ''})"
 
 
 def onednn_enabled():
@@ -1173,8 +1175,9 @@ def configure_runtime(args):
     keras.config.set_image_data_format("channels_last")  # whatever the user's ~/.keras/keras.json says
     keras.config.set_floatx("float32")
     keras.mixed_precision.set_global_policy(precision)
-    onednn = onednn_enabled()
-    return Runtime(describe_device(gpu_details, onednn), precision, xla, gpu=bool(gpus), onednn=onednn)
+    # TensorFlow's setting is the whole process's; its oneDNN kernels do the arithmetic on a CPU without XLA only
+    onednn = None if gpus or xla else onednn_enabled()
+    return Runtime(describe_device(gpu_details), precision, xla, gpu=bool(gpus), onednn=onednn)
 
 
 def map_parallelism(gpu):
@@ -2737,7 +2740,8 @@ def train_and_report(args):
     data = load_data(args.data)
     (x_fit, y_fit), validation, (x_test, y_test) = split_data(data, args, np.random.default_rng(args.seed))
     load_seconds = time.perf_counter() - started
-    print(f"Device: {runtime.device}, {runtime.precision} precision, XLA {'on' if runtime.xla else 'off'}.\n"
+    print(f"Device: {runtime.device}{', oneDNN kernels' if runtime.onednn else ''}, {runtime.precision} precision, "
+          f"XLA {'on' if runtime.xla else 'off'}.\n"
           f"Data: {printable(data.source)}: {len(x_fit)} training, {len(validation[0])} validation, {len(x_test)} test images.",
           flush=True)
     if args.data and (unread := validation_parts(args.data)):
@@ -2814,7 +2818,8 @@ def train_and_report(args):
             "history": {HISTORY_NAMES[key]: [float(v) for v in values] for key, values in history.items()
                         if key in HISTORY_NAMES},
             "timings": {"load": load_seconds, "fit": fit_seconds, "calibrate_and_evaluate": evaluate_seconds},
-            "versions": versions(), "device": runtime.device, "onednn": runtime.onednn, "precision": runtime.precision, "xla": runtime.xla,
+            "versions": versions(), "device": runtime.device, "onednn": runtime.onednn,
+            "precision": runtime.precision, "xla": runtime.xla,
             "data": {"source": data.source, "sha256": data.sha256},
         }
         writes.update(report_writers(args.output_dir, metrics, matrix, history, x_test, y_test, probabilities))

@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)
-    analysis.import_libraries(plain=True)  # log silenced; otherwise as the classic runs anywhere
+    analysis.import_libraries(keep_tensorflow_kernels=True)  # log silenced; kernels as the classic runs anywhere
     keras = analysis.keras
     keras.utils.set_random_seed(args.seed)
     data = analysis.load_data()
