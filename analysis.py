@@ -972,7 +972,7 @@ def one_hot(labels):
 @dataclass
 class Runtime:
     """Where training runs: the device's name, the Keras dtype policy, whether XLA compiles, whether on a GPU, and
-    whether oneDNN's kernels do the arithmetic (None on a GPU, with XLA, or where TensorFlow cannot say)."""
+    whether oneDNN's kernels do the arithmetic (None on a GPU, or where TensorFlow cannot say)."""
 
     device: str
     precision: str
@@ -1091,7 +1091,7 @@ def cgroup_folders(controller, own_groups=Path("/proc/self/cgroup"), mounted=Pat
         own = PurePosixPath(group)
         # An enclosing group's limit applies too. A container may see its own group as the mount's root
         # while the line names the host's path: then only the root is its own.
-        ancestry = (own, *own.parents) if (mount / str(own).lstrip("/")).is_dir() else (PurePosixPath("/"),)
+        ancestry = (own, *own.parents) if os.path.isdir(mount / str(own).lstrip("/")) else (PurePosixPath("/"),)
         found += [(mount / str(folder).lstrip("/"), not controllers) for folder in ancestry]
     return found
 
@@ -1175,8 +1175,8 @@ def configure_runtime(args):
     keras.config.set_image_data_format("channels_last")  # whatever the user's ~/.keras/keras.json says
     keras.config.set_floatx("float32")
     keras.mixed_precision.set_global_policy(precision)
-    # TensorFlow's setting is the whole process's; its oneDNN kernels do the arithmetic on a CPU without XLA only
-    onednn = None if gpus or xla else onednn_enabled()
+    # TensorFlow's setting is the whole process's: on a CPU its kernels calibrate and predict even with XLA
+    onednn = None if gpus else onednn_enabled()
     return Runtime(describe_device(gpu_details), precision, xla, gpu=bool(gpus), onednn=onednn)
 
 
@@ -1330,15 +1330,15 @@ TRAINING_BYTES_PER_IMAGE = 450_000
 
 
 def available_memory(meminfo=Path("/proc/meminfo")):
-    """The bytes of memory this process could still take without swapping or being killed: Linux's MemAvailable, or
-    less where a cgroup's limit leaves less; None if unknown."""
+    """(The bytes of memory this process could still take without swapping or being killed, whether a cgroup's limit
+    is what leaves it no more than that): Linux's MemAvailable, or a container's room if less; None if unknown."""
     try:
         fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
         machine = int(fields["MemAvailable"].split()[0]) * 1024  # "MemAvailable:   12345678 kB"
     except (OSError, KeyError, ValueError, IndexError):  # not Linux, or a kernel older than 3.14
         return None
-    group = cgroup_memory_room()
-    return machine if group is None else min(machine, group)
+    room = cgroup_memory_room()
+    return (machine, False) if room is None or room >= machine else (room, True)
 
 
 def cgroup_memory_room(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
@@ -1348,32 +1348,40 @@ def cgroup_memory_room(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/
 
 
 def room_in(folder, version2):
-    """The bytes under the memory limit set in one cgroup folder, its files' cache counted as room (the kernel
-    drops it under pressure); None if no limit, or if its files are missing."""
-    limit_file, usage_file, cache_keys = (("memory.max", "memory.current", ("inactive_file", "active_file")) if version2
-                                          else ("memory.limit_in_bytes", "memory.usage_in_bytes",
-                                                ("total_inactive_file", "total_active_file")))
+    """The bytes under the memory limit set in one cgroup folder, the files' cache counted as room (the kernel
+    drops it under pressure) but for mapped files, such as the libraries' own code; None if no limit, or if its files
+    are missing."""
+    limit_file, usage_file, cache_keys, mapped_key = (
+        ("memory.max", "memory.current", ("inactive_file", "active_file"), "file_mapped") if version2 else
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", ("total_inactive_file", "total_active_file"),
+         "total_mapped_file"))
     try:
         limit, usage = ((folder / name).read_text().strip() for name in (limit_file, usage_file))
         if limit == "max" or int(limit) >= 2**62:  # v1's "none" is 2**63 rounded down to a page
             return None
-        stat = dict(line.split(maxsplit=1) for line in (folder / "memory.stat").read_text().splitlines())
-        return max(0, int(limit) - int(usage) + sum(int(stat.get(key, 0)) for key in cache_keys))
+        stat = {fields[0]: int(fields[1]) for line in (folder / "memory.stat").read_text().splitlines()
+                if len(fields := line.split()) == 2}
+        # TensorFlow's mapped code, dropped, would be read back at once: a batch sized to count it thrashed
+        cache = max(0, sum(stat.get(key, 0) for key in cache_keys) - stat.get(mapped_key, 0))
+        return max(0, int(limit) - int(usage) + cache)
     except (OSError, ValueError):  # a controller mounted elsewhere, or a file not as documented
         return None
 
 
-def batch_too_large(batch_size, images, gpu, available=None):
+def batch_too_large(batch_size, images, gpu, memory=None):
     """The usage error of a training batch (of at most `images`) larger than the memory at hand can hold on a CPU, or None.
 
-    Past it the process would swap for hours or be killed without a word. A GPU's own memory is TensorFlow's to check."""
-    available = available_memory() if available is None else available
+    Past it the process would swap for hours or be killed without a word. A GPU's own memory is TensorFlow's to check.
+    `memory` is what available_memory() says, which it asks where not given."""
+    memory = available_memory() if memory is None else memory
     batch = min(batch_size, images)
-    if gpu or available is None or batch * TRAINING_BYTES_PER_IMAGE <= available:
+    if gpu or memory is None or batch * TRAINING_BYTES_PER_IMAGE <= memory[0]:
         return None
+    available, limited = memory
     needed, free = math.ceil(batch * TRAINING_BYTES_PER_IMAGE / 1e8) / 10, math.floor(available / 1e8) / 10  # GB
     return (f"--batch-size {batch_size}: a batch of {batch} images needs about {needed:.1f} GB of memory to train on "
-            f"the CPU, and {free:.1f} GB is free: try --batch-size {max(1, available // TRAINING_BYTES_PER_IMAGE)} or less")
+            f"the CPU, and {free:.1f} GB is free{' under its container (cgroup) memory limit' if limited else ''}: "
+            f"try --batch-size {max(1, available // TRAINING_BYTES_PER_IMAGE)} or less")
 
 
 class Terminated(KeyboardInterrupt):

@@ -547,7 +547,7 @@ def test_metrics_record_the_batch_that_ran_and_the_hint_is_not_read_as_a_flag(tm
 
 
 def test_a_batch_larger_than_the_free_memory_is_refused_before_training(monkeypatch):
-    monkeypatch.setattr(analysis, "available_memory", lambda: 500_000_000)
+    monkeypatch.setattr(analysis, "available_memory", lambda: (500_000_000, False))
     status, stdout, stderr = run_main(["--train-samples", "3000", "--batch-size", "5000", "--precision", "float32",
                                        "--no-accel"])
     assert status == 2 and "Epoch" not in stdout and "Loss" not in stdout
@@ -555,24 +555,27 @@ def test_a_batch_larger_than_the_free_memory_is_refused_before_training(monkeypa
     refusal = (f"analysis.py: error: --batch-size 5000: a batch of 2700 images needs about 1.3 GB of memory to train "
                f"on the CPU, and 0.5 GB is free: try --batch-size {most} or less (see --help)")
     assert stderr.splitlines() == [refusal]  # the batch that would run: all the 2,700 images left after validation's
-    assert analysis.batch_too_large(most, 60000, gpu=False, available=500_000_000) is None
-    assert analysis.batch_too_large(most + 1, 60000, gpu=False, available=500_000_000)
-    assert analysis.batch_too_large(most + 1, most, gpu=False, available=500_000_000) is None  # all there is fits
-    assert analysis.batch_too_large(most + 1, 60000, gpu=True, available=500_000_000) is None  # a GPU's own memory
-    just_over = analysis.batch_too_large(44445, 60000, gpu=False, available=20_000_000_000)  # 44,444 fit
+    assert analysis.batch_too_large(most, 60000, gpu=False, memory=(500_000_000, False)) is None
+    assert analysis.batch_too_large(most + 1, 60000, gpu=False, memory=(500_000_000, False))
+    assert analysis.batch_too_large(most + 1, most, gpu=False, memory=(500_000_000, False)) is None  # all there is fits
+    assert analysis.batch_too_large(most + 1, 60000, gpu=True, memory=(500_000_000, False)) is None  # a GPU's own memory
+    just_over = analysis.batch_too_large(44445, 60000, gpu=False, memory=(20_000_000_000, False))  # 44,444 fit
     assert "needs about 20.1 GB of memory to train on the CPU, and 20.0 GB is free: try --batch-size 44444 " in just_over
-    assert "try --batch-size 1 or less" in analysis.batch_too_large(2, 60000, gpu=False, available=100)
+    assert "try --batch-size 1 or less" in analysis.batch_too_large(2, 60000, gpu=False, memory=(100, False))
+    # where a container's limit leaves less than the machine has free (which `free` shows), the refusal says so
+    assert "1.9 GB is free under its container (cgroup) memory limit: try --batch-size 4222 " in (
+        analysis.batch_too_large(5000, 60000, gpu=False, memory=(1_900_000_000, True)))
 
 
 def test_free_memory_is_read_where_linux_tells_it(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n")
     monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: None)  # whatever limit this machine's own group has
-    assert analysis.available_memory(meminfo) == 20_000_000 * 1024
+    assert analysis.available_memory(meminfo) == (20_000_000 * 1024, False)
     monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: 2_000_000_000)  # a container's limit leaves less
-    assert analysis.available_memory(meminfo) == 2_000_000_000
+    assert analysis.available_memory(meminfo) == (2_000_000_000, True)
     monkeypatch.setattr(analysis, "cgroup_memory_room", lambda: 30_000_000_000)  # or more than the machine has free
-    assert analysis.available_memory(meminfo) == 20_000_000 * 1024
+    assert analysis.available_memory(meminfo) == (20_000_000 * 1024, False)
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # a kernel before 3.14
     assert analysis.available_memory(meminfo) is None
     assert analysis.available_memory(tmp_path / "absent") is None  # not Linux

@@ -521,14 +521,14 @@ def test_xla_asked_for_on_a_cpu_is_what_compiles(monkeypatch):
     monkeypatch.setattr(analysis, "nvidia_driver_present", lambda: False)
     runtime = analysis.configure_runtime(runtime_args(precision="float32", xla=True))
     assert runtime.xla and analysis.compile_model(analysis.build_model(), 1e-3, 100, runtime.xla).jit_compile
-    assert runtime.onednn is None  # XLA compiles its own kernels
+    assert runtime.onednn is analysis.onednn_enabled()  # with XLA, TensorFlow's own kernels still calibrate and predict
 
 
 def test_a_cuda_build_without_a_usable_gpu_says_so_once(monkeypatch, capsys):
     fake_gpu(monkeypatch, None)
     runtime = analysis.configure_runtime(runtime_args(precision="float32"))
     assert not runtime.gpu and not runtime.xla and runtime.device.startswith("CPU (")
-    assert runtime.onednn is analysis.onednn_enabled() is not None
+    assert runtime.onednn is analysis.onednn_enabled()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: TensorFlow finds no usable GPU")
     assert lines[0].endswith("training on the CPU")
@@ -620,12 +620,14 @@ def test_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, groups, files, cpus):
     assert analysis.cpu_quota(tmp_path / "no such file", tmp_path / "fs") is None  # macOS, Windows
 
 
-V2_STAT = "anon 900000000\nfile 600000000\nactive_file 100000000\ninactive_file 400000000\nshmem 100000000\n"
+V2_STAT = ("anon 900000000\nfile 600000000\nfile_mapped 200000000\nactive_file 100000000\ninactive_file 400000000\n"
+           "shmem 100000000\n")
 
 
 @pytest.mark.parametrize("groups, files, room", [
-    # docker run --memory 2g: 0.5 GB unused and 0.5 GB of the files' cache, which the kernel drops (shared memory it cannot)
-    ("0::/\n", {"memory.max": "2000000000\n", "memory.current": "1500000000\n", "memory.stat": V2_STAT}, 1_000_000_000),
+    # docker run --memory 2g: 0.5 GB unused and 0.3 GB of the files' cache, which the kernel drops: not shared
+    # memory, which it cannot, nor the 0.2 GB of it mapped, which the process would read back at once
+    ("0::/\n", {"memory.max": "2000000000\n", "memory.current": "1500000000\n", "memory.stat": V2_STAT}, 800_000_000),
     ("0::/\n", {"memory.max": "max\n", "memory.current": "1500000000\n", "memory.stat": V2_STAT}, None),
     ("0::/kubepods/pod/c\n", {"kubepods/memory.max": "8000000000\n", "kubepods/memory.current": "7000000000\n",
                                "kubepods/memory.stat": "inactive_file 0\n", "kubepods/pod/c/memory.max": "max\n",
@@ -633,10 +635,11 @@ V2_STAT = "anon 900000000\nfile 600000000\nactive_file 100000000\ninactive_file 
      1_000_000_000),  # an enclosing group's limit
     ("4:memory:/docker/abc\n1:name=systemd:/docker/abc\n",  # v1
      {"memory/docker/abc/memory.limit_in_bytes": "1073741824\n", "memory/docker/abc/memory.usage_in_bytes": "73741824\n",
-      "memory/docker/abc/memory.stat": "cache 9\ntotal_inactive_file 1000000\ntotal_active_file 24\n"}, 1_001_000_024),
+      "memory/docker/abc/memory.stat": "cache 9\ntotal_inactive_file 1000000\ntotal_active_file 48\ntotal_mapped_file 24\n"}, 1_001_000_024),
     ("4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "5\n",
                        "memory/memory.stat": ""}, None),  # v1's "no limit"
     ("0::/\n", {"memory.max": "100\n", "memory.current": "200\n", "memory.stat": "inactive_file 50\n"}, 0),
+    ("0::/\n", {"memory.max": "100\n", "memory.current": "90\n", "memory.stat": "\nodd\ninactive_file 5\n"}, 15),
     ("0::/\n", {"memory.max": "garbled\n", "memory.current": "1\n", "memory.stat": ""}, None),
     ("0::/\n", {"memory.max": "100\n", "memory.current": "1\n"}, None),  # no memory.stat: not as documented
     ("4:cpu:/\n", {"cpu/memory.max": "100\n", "cpu/memory.current": "1\n", "cpu/memory.stat": ""}, None),  # no memory line
