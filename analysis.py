@@ -1330,8 +1330,8 @@ TRAINING_BYTES_PER_IMAGE = 450_000
 
 
 def available_memory(meminfo=Path("/proc/meminfo")):
-    """(The bytes of memory this process could still take without swapping or being killed, whether a cgroup's limit
-    is what leaves it no more than that): Linux's MemAvailable, or a container's room if less; None if unknown."""
+    """The bytes of memory this process could still take without swapping or being killed, and whether a container's
+    (cgroup's) limit is what bounds them: Linux's MemAvailable, or the group's room where less; None if unknown."""
     try:
         fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
         machine = int(fields["MemAvailable"].split()[0]) * 1024  # "MemAvailable:   12345678 kB"
