@@ -1074,13 +1074,13 @@ def usable_cores():
     return min(cores, cpu_quota() or cores)
 
 
-def cgroup_folders(controller, own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
-    """The cgroup folders whose `controller` limits bind this process (its group's and those enclosing it), each with
-    whether it is cgroup v2; none where there are none (not Linux)."""
+def cgroup_limit(controller, read, own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
+    """The tightest limit `read(folder, version2)` finds on `controller` in this process's cgroup and those enclosing
+    it; None if none (or not Linux)."""
     try:
         groups = os.fsdecode(own_groups.read_bytes()).splitlines()  # group names are bytes, as file names are
     except OSError:  # not Linux
-        return []
+        return None
     found = []
     for line in groups:  # "0::/path" for cgroup v2, "4:cpu,cpuacct:/path" for v1
         fields = line.split(":", 2)
@@ -1092,15 +1092,14 @@ def cgroup_folders(controller, own_groups=Path("/proc/self/cgroup"), mounted=Pat
         # An enclosing group's limit applies too. A container may see its own group as the mount's root
         # while the line names the host's path: then only the root is its own.
         ancestry = (own, *own.parents) if os.path.isdir(mount / str(own).lstrip("/")) else (PurePosixPath("/"),)
-        found += [(mount / str(folder).lstrip("/"), not controllers) for folder in ancestry]
-    return found
+        found += [read(mount / str(folder).lstrip("/"), not controllers) for folder in ancestry]
+    return min((limit for limit in found if limit is not None), default=None)
 
 
 @functools.cache  # asked by usable_cores() a few times a run; a quota does not change under a run
 def cpu_quota(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
     """The CPUs a cgroup's quota gives this process (Docker's --cpus, a Kubernetes limit), rounded up; None if none."""
-    quotas = [quota_in(folder, version2) for folder, version2 in cgroup_folders("cpu", own_groups, mounted)]
-    return min(filter(None, quotas), default=None)
+    return cgroup_limit("cpu", quota_in, own_groups, mounted)
 
 
 def quota_in(folder, version2):
@@ -1343,8 +1342,7 @@ def available_memory(meminfo=Path("/proc/meminfo")):
 
 def cgroup_memory_room(own_groups=Path("/proc/self/cgroup"), mounted=Path("/sys/fs/cgroup")):
     """The bytes a cgroup's memory limit (Docker's --memory, a Kubernetes limit) leaves this process; None if none."""
-    rooms = [room_in(folder, version2) for folder, version2 in cgroup_folders("memory", own_groups, mounted)]
-    return min((room for room in rooms if room is not None), default=None)
+    return cgroup_limit("memory", room_in, own_groups, mounted)
 
 
 def room_in(folder, version2):

@@ -635,7 +635,8 @@ V2_STAT = ("anon 900000000\nfile 600000000\nfile_mapped 200000000\nactive_file 1
      1_000_000_000),  # an enclosing group's limit
     ("4:memory:/docker/abc\n1:name=systemd:/docker/abc\n",  # v1
      {"memory/docker/abc/memory.limit_in_bytes": "1073741824\n", "memory/docker/abc/memory.usage_in_bytes": "73741824\n",
-      "memory/docker/abc/memory.stat": "cache 9\ntotal_inactive_file 1000000\ntotal_active_file 48\ntotal_mapped_file 24\n"}, 1_001_000_024),
+      "memory/docker/abc/memory.stat": "cache 9\ntotal_inactive_file 1000000\ntotal_active_file 48\n"
+                                        "total_mapped_file 24\n"}, 1_001_000_024),
     ("4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "5\n",
                        "memory/memory.stat": ""}, None),  # v1's "no limit"
     ("0::/\n", {"memory.max": "100\n", "memory.current": "200\n", "memory.stat": "inactive_file 50\n"}, 0),
